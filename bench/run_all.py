@@ -1,0 +1,29 @@
+"""``make bench``: run every benchmark under ``bench/`` and print their JSON lines.
+
+Each benchmark is a module with a ``main(argv) -> int`` and prints one JSON object per
+measurement, each carrying its in-run baseline. ``docs/benchmarks.md`` records the
+results with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS: list[tuple[str, list[str]]] = []
+
+
+def main() -> int:
+    """Run all registered benchmarks in turn; non-zero if any failed."""
+    failed = 0
+    for module_name, argv in BENCHMARKS:
+        print(f"# bench.{module_name} {' '.join(argv)}", file=sys.stderr, flush=True)
+        module = importlib.import_module(f"bench.{module_name}")
+        failed += 1 if module.main(argv) else 0
+    if not BENCHMARKS:
+        print("no benchmarks registered yet", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

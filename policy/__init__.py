@@ -1,0 +1,1 @@
+"""Policy-as-code: Rego policies, their tests, and the OPA engine adapters."""

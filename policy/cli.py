@@ -1,0 +1,10 @@
+"""`veilmatch policy …` commands. Heavy imports stay inside the commands so `--help` is fast."""
+
+import typer
+
+app = typer.Typer(help="Policy commands.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Policy commands."""

@@ -1,0 +1,1 @@
+"""The matching service: FastAPI app, storage and matching orchestration."""

@@ -1,0 +1,3 @@
+from veilmatch.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The ``veilmatch`` command line: one group per component.
+
+Component groups live next to their code (``gate/cli.py``, ``audit/cli.py``, …) and
+import heavy libraries (SEAL, onnxruntime, OPA) inside their commands, so that
+``veilmatch --help`` stays fast. Configuration errors print one line naming the
+setting and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from audit.cli import app as audit_app
+from gate.cli import app as gate_app
+from policy.cli import app as policy_app
+from veilmatch.errors import ConfigurationError, VeilmatchError
+from veilmatch.settings import load_settings
+
+app = typer.Typer(
+    help="veilmatch: encrypted, policy-governed, audited face matching for border gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema and migrations.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Development helpers: certificates, configuration.", no_args_is_help=True
+)
+
+app.add_typer(gate_app, name="gate")
+app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
+app.add_typer(db_app, name="db")
+app.add_typer(dev_app, name="dev")
+
+
+@app.command()
+def serve(
+    insecure_http: Annotated[
+        bool, typer.Option("--insecure-http", help="Serve plain HTTP (development only).")
+    ] = False,
+    port: Annotated[int | None, typer.Option(help="Override the staff port.")] = None,
+) -> None:
+    """Serve the veilmatch API over HTTPS (migrating the database first)."""
+    from service.server import serve as run_server
+
+    run_server(load_settings(), insecure_http=insecure_http, port=port)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the schema to the latest version (idempotent)."""
+    from veilmatch.db import make_engine
+    from veilmatch.migrate import current_revisions, upgrade
+
+    settings = load_settings()
+    engine = make_engine(settings)
+    before = current_revisions(engine)
+    upgrade(engine)
+    after = current_revisions(engine)
+    state = "already up to date" if before == after else "upgraded"
+    typer.echo(f"database {state}: {', '.join(sorted(after)) or '(empty)'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema revisions the database is at."""
+    from veilmatch.db import make_engine
+    from veilmatch.migrate import current_revisions
+
+    revs = current_revisions(make_engine(load_settings()))
+    typer.echo(", ".join(sorted(revs)) or "(no schema)")
+
+
+@dev_app.command("config")
+def dev_config() -> None:
+    """Print the effective settings as JSON, secrets redacted."""
+    typer.echo(json.dumps(load_settings().redacted(), indent=2, default=str))
+
+
+@dev_app.command("certs")
+def dev_certs(
+    gate: Annotated[
+        list[str] | None, typer.Option("--gate", help="Gate id to issue a client cert for.")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Regenerate everything, CA included.")] = False,
+) -> None:
+    """Create a development CA, a localhost server certificate and gate client certificates."""
+    from crypto.devcerts import make_dev_pki
+
+    settings = load_settings()
+    assert settings.key_dir is not None
+    pki = make_dev_pki(Path(settings.key_dir), gate or ["gate-dev-1"], force=force)
+    typer.echo(f"CA:      {pki.ca_cert}")
+    typer.echo(f"server:  {pki.server_cert}")
+    for gate_id, (cert, _key) in pki.gate_certs.items():
+        typer.echo(f"gate {gate_id}: {cert}")
+
+
+def main() -> None:
+    """Console-script entry point with one-line configuration errors."""
+    try:
+        app()
+    except ConfigurationError as exc:
+        typer.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+    except VeilmatchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        typer.echo(
+            f"configuration error: VEILMATCH_DATABASE_URL: cannot connect: {reason}", err=True
+        )
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

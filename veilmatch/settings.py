@@ -1,0 +1,166 @@
+"""One typed settings object for the whole deployment.
+
+Sources, highest priority first: keyword arguments, ``VEILMATCH_*`` environment
+variables, the TOML file named by ``VEILMATCH_CONFIG`` (default ``./veilmatch.toml``
+if it exists), then the embedded defaults below. Every default is usable on a fresh
+checkout: SQLite in ``./var``, development keys in ``./var/keys``, embedded OPA.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from veilmatch.errors import ConfigurationError
+
+ENV_PREFIX = "VEILMATCH_"
+CONFIG_FILE_ENV = "VEILMATCH_CONFIG"
+DEFAULT_CONFIG_FILE = Path("veilmatch.toml")
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get(CONFIG_FILE_ENV)
+    if named:
+        return Path(named)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None
+
+
+class Settings(BaseSettings):
+    """Effective configuration. Paths are resolved relative to the working directory."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="Where SQLite files, caches and state live.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file in data_dir."
+    )
+    database_schema: str | None = Field(
+        None, description="PostgreSQL schema (search_path) to use; tests use one per test."
+    )
+    key_dir: Path | None = Field(None, description="Keys and certificates; default data_dir/keys.")
+    tls_cert: Path | None = Field(None, description="Server certificate (PEM).")
+    tls_key: Path | None = Field(None, description="Server private key (PEM).")
+    tls_ca: Path | None = Field(None, description="CA that issues gate client certificates.")
+    host: str = "127.0.0.1"
+    staff_port: int = Field(8443, ge=1, le=65535, description="Staff API and console (TLS).")
+    gate_port: int = Field(8444, ge=1, le=65535, description="Gate API (mutual TLS).")
+    policy_engine: Literal["embedded", "http"] = "embedded"
+    opa_url: str = Field("http://127.0.0.1:8181", description="OPA server for policy_engine=http.")
+    policy_dir: Path | None = Field(None, description="Rego policies and data; default: bundled.")
+    model_dir: Path | None = Field(None, description="Face model cache; default data_dir/models.")
+    he_parameter_set: str = Field("ckks-v1", description="Named CKKS parameter set (crypto).")
+    match_threshold: float = Field(
+        0.40, gt=-1.0, lt=1.0, description="Cosine-similarity threshold for a watchlist hit."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    admin_password: SecretStr | None = Field(
+        None, description="Bootstrap admin password; unset means no bootstrap account."
+    )
+    token_secret: SecretStr | None = Field(
+        None, description="Signing secret for staff bearer tokens; generated per run if unset."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"unsupported backend {url.get_backend_name()!r}; use sqlite or postgresql"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        # Frozen model: derived defaults are set once, here, so every reader sees the same.
+        keys = self.key_dir or self.data_dir / "keys"
+        derived: dict[str, Any] = {
+            "key_dir": keys,
+            "tls_cert": self.tls_cert or keys / "server.crt",
+            "tls_key": self.tls_key or keys / "server.key",
+            "tls_ca": self.tls_ca or keys / "ca.crt",
+            "model_dir": self.model_dir or self.data_dir / "models",
+        }
+        if not self.database_url:
+            derived["database_url"] = f"sqlite:///{self.data_dir / 'veilmatch.db'}"
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with the psycopg 3 driver made explicit for PostgreSQL."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+            url = url.set(drivername="postgresql+psycopg")
+        return url.render_as_string(hide_password=False)
+
+    def redacted(self) -> dict[str, Any]:
+        """Effective settings as plain data with secrets (and URL passwords) hidden."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "**********" if value.get_secret_value() else ""
+            elif name == "database_url":
+                out[name] = make_url(value).render_as_string(hide_password=True)
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one ConfigurationError naming the setting."""
+    path = _config_file()
+    if path is not None and not path.exists():
+        raise ConfigurationError(CONFIG_FILE_ENV, f"config file {path} does not exist")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigurationError(
+            ENV_PREFIX + field.upper(), first["msg"].removeprefix("Value error, ")
+        ) from None
+    except ValueError as exc:  # e.g. malformed TOML
+        raise ConfigurationError(CONFIG_FILE_ENV, str(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once. Tests build their own with ``load_settings``."""
+    return load_settings()
