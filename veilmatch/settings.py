@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     token_secret: SecretStr | None = Field(
         None, description="Signing secret for staff bearer tokens; generated per run if unset."
     )
+    kek_file: Path | None = Field(
+        None, description="Key-encryption key for data at rest (service); default key_dir/kek.bin."
+    )
+    match_workers: int = Field(2, ge=1, le=64, description="HE scoring worker processes.")
+    match_queue_limit: int = Field(
+        32, ge=1, le=10_000, description="Match queries queued or running before 503."
+    )
+    pending_query_ttl_s: int = Field(
+        30, ge=1, le=600, description="Seconds a gate has to reveal before the mapping is dropped."
+    )
+    gate_key_ttl_days: int = Field(
+        90, ge=1, le=3650, description="Validity of a gate's signing and HE keys before rotation."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -97,6 +110,7 @@ class Settings(BaseSettings):
             "tls_key": self.tls_key or keys / "server.key",
             "tls_ca": self.tls_ca or keys / "ca.crt",
             "model_dir": self.model_dir or self.data_dir / "models",
+            "kek_file": self.kek_file or keys / "kek.bin",
         }
         if not self.database_url:
             derived["database_url"] = f"sqlite:///{self.data_dir / 'veilmatch.db'}"
