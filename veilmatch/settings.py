@@ -60,6 +60,29 @@ class Settings(BaseSettings):
     opa_url: str = Field("http://127.0.0.1:8181", description="OPA server for policy_engine=http.")
     policy_dir: Path | None = Field(None, description="Rego policies and data; default: bundled.")
     model_dir: Path | None = Field(None, description="Face model cache; default data_dir/models.")
+    gate_model_pack: str | None = Field(
+        None,
+        description="Directory under model_dir holding a licensed insightface pack (e.g. "
+        "buffalo_l) to use instead of the bundled Apache-2.0 YuNet/SFace; non-commercial.",
+    )
+    gate_multiple_faces: Literal["largest", "refuse"] = Field(
+        "largest", description="Gate: with several faces, embed the largest or refuse."
+    )
+    gate_min_inter_eye_px: float = Field(
+        32.0, ge=0, description="Gate quality: minimum inter-eye distance in pixels."
+    )
+    gate_min_sharpness: float = Field(
+        40.0, ge=0, description="Gate quality: minimum Laplacian variance of the aligned crop."
+    )
+    gate_max_roll_deg: float = Field(
+        25.0, gt=0, le=180, description="Gate quality: maximum head tilt (eye line), degrees."
+    )
+    gate_max_yaw_ratio: float = Field(
+        0.35, gt=0, description="Gate quality: maximum |nose offset| / inter-eye distance."
+    )
+    gate_max_image_pixels: int = Field(
+        25_000_000, gt=0, description="Gate: refuse larger images before decoding them."
+    )
     he_parameter_set: str = Field("ckks-v1", description="Named CKKS parameter set (crypto).")
     match_threshold: float = Field(
         0.40, gt=-1.0, lt=1.0, description="Cosine-similarity threshold for a watchlist hit."
@@ -82,7 +105,7 @@ class Settings(BaseSettings):
         30, ge=1, le=600, description="Seconds a gate has to reveal before the mapping is dropped."
     )
     gate_key_ttl_days: int = Field(
-        90, ge=1, le=3650, description="Validity of a gate's signing and HE keys before rotation."
+        30, ge=1, le=3650, description="Validity of a gate's signing and HE keys before rotation."
     )
 
     @field_validator("database_url")
