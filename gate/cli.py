@@ -1,10 +1,163 @@
-"""`veilmatch gate …` commands. Heavy imports stay inside the commands so `--help` is fast."""
+"""`veilmatch gate …` commands. Heavy imports stay inside the commands so `--help` is fast.
+
+* ``embed IMAGE… [--json]`` — quality, box, landmarks and template of every face (a
+  debugging and enrolment-preparation tool: its output is biometric data);
+* ``run --source DIR | --camera N`` — the lane loop; prints verdicts, never templates;
+* ``models [--rebuild]`` — convert/verify the bundled models and show their licences;
+* ``calibrate [--json]`` — score distributions on the shipped sample photos and the
+  recommended ``match_threshold``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from gate.pipeline import FacePipeline, FaceResult
 
 app = typer.Typer(help="Gate commands.", no_args_is_help=True)
 
 
 @app.callback()
 def _group() -> None:
-    """Gate commands."""
+    """Gate commands: face pipeline, lane loop, models, calibration."""
+
+
+def _pipeline() -> FacePipeline:
+    from gate.pipeline import FacePipeline
+    from veilmatch.settings import load_settings
+
+    return FacePipeline.from_settings(load_settings())
+
+
+def _face_dict(face: FaceResult) -> dict[str, Any]:
+    q = face.quality
+    return {
+        "box": [round(v, 2) for v in face.box],
+        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        "score": round(face.score, 4),
+        "quality": {
+            "accepted": q.accepted,
+            "code": q.code.value if q.code else None,
+            "detail": q.detail,
+            "metrics": q.metrics.as_dict(),
+        },
+        "template": None if face.template is None else [float(v) for v in face.template],
+    }
+
+
+@app.command()
+def embed(
+    images: Annotated[list[Path], typer.Argument(help="Image files to process.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image.")] = False,
+) -> None:
+    """Print quality, box, landmarks and template for every face in each image.
+
+    Exit status 1 if any image has no accepted face (or could not be read).
+    """
+    from gate.errors import QualityError
+
+    pipeline = _pipeline()
+    failed = False
+    for path in images:
+        record: dict[str, Any] = {"image": str(path), "dimension": pipeline.dimension}
+        try:
+            faces = pipeline.process(path.read_bytes())
+            record["faces"] = [_face_dict(f) for f in faces]
+            record["error"] = None
+            failed |= not any(f.template is not None for f in faces)
+        except OSError as exc:
+            error = {"code": "unreadable_image", "detail": exc.strerror}
+            record["faces"], record["error"] = [], error
+            failed = True
+        except QualityError as exc:
+            record["faces"], record["error"] = [], {"code": exc.code.value, "detail": exc.detail}
+            failed = True
+        if as_json:
+            typer.echo(json.dumps(record))
+            continue
+        if record["error"]:
+            typer.echo(f"{path}: refused ({record['error']['code']}): {record['error']['detail']}")
+            continue
+        if not record["faces"]:
+            typer.echo(f"{path}: no face")
+        for i, face in enumerate(record["faces"]):
+            q = face["quality"]
+            verdict = "accepted" if q["accepted"] else f"refused ({q['code']}: {q['detail']})"
+            typer.echo(f"{path} face {i}: {verdict}")
+            typer.echo(f"  box {face['box']}  score {face['score']}")
+            typer.echo(f"  landmarks {face['landmarks']}")
+            typer.echo(f"  quality {q['metrics']}")
+            if face["template"] is not None:
+                values = " ".join(f"{v:.4f}" for v in face["template"])
+                typer.echo(f"  template ({len(face['template'])}-d) {values}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    source: Annotated[
+        Path | None, typer.Option("--source", help="Directory of frames (images).")
+    ] = None,
+    camera: Annotated[int | None, typer.Option("--camera", help="OpenCV camera index.")] = None,
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+) -> None:
+    """Process frames from a directory or a camera and print a verdict per frame."""
+    from gate.runner import CameraSource, DirectorySource, FrameSource, PrintSink, run_frames
+
+    if (source is None) == (camera is None):
+        raise typer.BadParameter("give exactly one of --source DIR or --camera N")
+    frames: FrameSource = (
+        DirectorySource(source) if source is not None else CameraSource(int(camera or 0))
+    )
+    pipeline = _pipeline()
+    pipeline.warmup()
+    summary = run_frames(
+        frames, pipeline, PrintSink(echo=typer.echo, as_json=as_json), max_frames=max_frames
+    )
+    totals = {"frames": summary.frames, "accepted": summary.accepted, **summary.refusals}
+    typer.echo(json.dumps({"summary": totals}) if as_json else f"summary: {totals}")
+
+
+@app.command()
+def models(
+    rebuild: Annotated[bool, typer.Option(help="Reconvert the bundled models.")] = False,
+) -> None:
+    """Convert (once) and verify the bundled models; print digests and licences."""
+    from gate.models import DETECTOR, RECOGNISER, ensure_converted
+    from veilmatch.settings import load_settings
+
+    settings = load_settings()
+    assert settings.model_dir is not None
+    for model in (DETECTOR, RECOGNISER):
+        converted = ensure_converted(model, Path(settings.model_dir), rebuild=rebuild)
+        typer.echo(f"{model.name}: {model.licence}")
+        typer.echo(f"  source    {converted.source_path} sha256 {converted.source_sha256}")
+        typer.echo(f"  converted {converted.path} sha256 {converted.sha256}")
+    info = _pipeline().model_info
+    typer.echo(
+        f"active: detector {info.detector}, recogniser {info.recogniser} "
+        f"({info.dimension}-d), model id {info.model_id}"
+    )
+    typer.echo(f"licences: {info.licence}")
+
+
+@app.command()
+def calibrate(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Genuine/impostor cosine scores on the shipped sample photos; recommend a threshold."""
+    from gate.calibrate import calibrate as run_calibration
+
+    summary = run_calibration(_pipeline()).summary()
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key:24s} {value}")

@@ -169,7 +169,11 @@ class ScrfdDetector:
             raise ModelError(f"insightface cannot load {model_path}: {reason}") from None
         if model is None or getattr(model, "taskname", "") != "detection":
             raise ModelError(f"{model_path} is not an insightface detection model")
-        model.prepare(-1, input_size=input_size, det_thresh=threshold)
+        try:
+            model.prepare(-1, input_size=input_size, det_thresh=threshold)
+        except Exception as exc:  # e.g. a non-SCRFD detector routed here by its outputs
+            reason = type(exc).__name__
+            raise ModelError(f"insightface cannot prepare {model_path}: {reason}") from None
         self._model = model
         self._input_size = input_size
         self.name = f"scrfd:{model_path.name}"

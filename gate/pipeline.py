@@ -241,6 +241,13 @@ class FacePipeline:
             return QualityVerdict(code=refusal.code, detail=refusal.detail, metrics=metrics)
         return QualityVerdict(code=None, detail="accepted", metrics=metrics)
 
+    def warmup(self) -> None:
+        """Run each model once on a blank 640×480 frame so the first traveller does not
+        pay onnxruntime's first-run allocation cost (a few hundred ms)."""
+        side = self.embedder.input_size
+        self.detector.detect(np.zeros((480, 640, 3), dtype=np.uint8))
+        self.embedder.embed(np.full((side, side, 3), 128, dtype=np.uint8))
+
     # -- public API -----------------------------------------------------------------
 
     def process(self, image: ImageInput) -> list[FaceResult]:
