@@ -1,83 +1,165 @@
-"""FastAPI application factory.
+"""FastAPI application factories: the staff app and the gate app, sharing one context.
 
-The app is thin wiring: routers live in their own modules, domain errors are mapped
-to problem responses in one place, and every request gets an id that appears in the
-logs and in the ``X-Request-ID`` response header. Bodies are never logged.
+The apps are thin wiring: routers live in ``api_*`` modules, domain errors become
+problem responses in :mod:`service.problems`, middleware adds request ids, metrics,
+body limits and security headers. Bodies are never logged.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
-import uuid
-from collections.abc import Awaitable, Callable
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 
 import veilmatch
+from service import api_gate, api_oversight, api_staff
+from service.context import ServiceContext
+from service.errors import ServiceError
+from service.gates import claimed_gate
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.ports import ServiceEvent
+from service.problems import install_problem_handlers
 from veilmatch.db import make_engine
-from veilmatch.logs import request_id_var
 from veilmatch.migrate import is_up_to_date
 from veilmatch.settings import Settings
 
+__all__ = ["create_app", "create_gate_app"]
+
 log = logging.getLogger("veilmatch.http")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_STAFF_LIMITS = {"/api/v1/watchlist/photos": 48 * 1024 * 1024}
+_DEFAULT_LIMIT = 256 * 1024
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """Build the staff/gate application bound to ``settings`` and ``engine``."""
-    app = FastAPI(title="veilmatch", version=veilmatch.__version__)
-    app.state.settings = settings
-    app.state.engine = engine or make_engine(settings)
+def _health(engine: Engine) -> tuple[dict[str, Any], bool]:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        schema = "current" if is_up_to_date(engine) else "outdated"
+        database = "ok"
+    except Exception:
+        database, schema = "unavailable", "unknown"
+    healthy = database == "ok" and schema == "current"
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "version": veilmatch.__version__,
+        "database": database,
+        "schema": schema,
+    }
+    return body, healthy
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        supplied = request.headers.get("x-request-id", "")
-        request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        response.headers["X-Request-ID"] = request_id
-        log.info(
-            "request",
-            extra={
-                "request_id": request_id,
-                "method": request.method,
-                "path": request.url.path,
-                "status": response.status_code,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-            },
-        )
-        return response
 
+def _add_ops_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["ops"])
     def healthz() -> JSONResponse:
-        """Liveness and readiness: the database answers and its schema is current."""
-        db_engine: Engine = app.state.engine
-        try:
-            with db_engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            schema = "current" if is_up_to_date(db_engine) else "outdated"
-            database = "ok"
-        except Exception:
-            database, schema = "unavailable", "unknown"
-        healthy = database == "ok" and schema == "current"
-        return JSONResponse(
-            {
-                "status": "ok" if healthy else "degraded",
-                "version": veilmatch.__version__,
-                "database": database,
-                "schema": schema,
-            },
-            status_code=200 if healthy else 503,
-        )
+        """Liveness: the process answers, the database answers, its schema is current."""
+        body, healthy = _health(app.state.engine)
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        """Readiness: healthy, policy loaded and the gallery built (else 503)."""
+        body, healthy = _health(app.state.engine)
+        ctx: ServiceContext | None = getattr(app.state, "ctx", None)
+        ready = healthy and ctx is not None and ctx.ready
+        gallery = ctx.pool.current if ctx is not None else None
+        body.update(
+            ready=ready,
+            gallery_version=gallery.version if gallery else None,
+            queue_depth=ctx.pool.depth if ctx is not None else None,
+        )
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def _audit_denial(request: Request, err: ServiceError) -> None:
+    """Record a refused request (401/403/gate refusal) as ``access.denied``."""
+    ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None:
+        return
+    ctx.metrics.denials.labels(err.code).inc()
+    principal = getattr(request.state, "principal", None)
+    action = getattr(request.state, "action", None)
+    subjects: tuple[str, ...] = ()
+    if principal is not None:
+        actor = f"{principal.role}:{principal.subject}"
+    else:
+        actor = "system"
+        gate = claimed_gate(request.headers)
+        if gate is not None and gate.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            subjects = (f"gate:{gate}",)
+    route = request.scope.get("route")
+    event = ServiceEvent(
+        "access.denied",
+        actor,
+        subjects,
+        {
+            "code": err.code,
+            "status": err.status,
+            "action": action,
+            "route": getattr(route, "path", None) or "unmatched",
+            "method": request.method,
+        },
+    )
+
+    def write() -> None:
+        with ctx.transaction() as conn:
+            ctx.record(conn, event)
+
+    try:
+        await run_in_threadpool(write)
+    except Exception as exc:  # the refusal stands even if its record fails; say so
+        log.error("denial audit failed", extra={"error_type": type(exc).__name__})
+
+
+def _base_app(title: str, listener: str, ctx: ServiceContext | None, engine: Engine) -> FastAPI:
+    app = FastAPI(title=title, version=veilmatch.__version__)
+    app.state.engine = engine
+    app.state.ctx = ctx
+    app.state.on_denial = _audit_denial
+    install_problem_handlers(app)
+    _add_ops_routes(app)
+    return app
+
+
+def _wrap(app: FastAPI, listener: str, ctx: ServiceContext | None, limits: dict[str, int]) -> None:
+    from service.metrics import ServiceMetrics
+
+    metrics = ctx.metrics if ctx is not None else ServiceMetrics()
+    app.add_middleware(BodyLimitMiddleware, limits=limits, default=_DEFAULT_LIMIT)
+    app.add_middleware(RequestContextMiddleware, listener=listener, metrics=metrics)
+
+
+def create_app(
+    settings: Settings, engine: Engine | None = None, ctx: ServiceContext | None = None
+) -> FastAPI:
+    """The staff app (officers, supervisors, oversight, legal, admins; server TLS).
+
+    Without ``ctx`` only the ops routes work (health checks before wiring).
+    """
+    engine = engine or (ctx.engine if ctx is not None else make_engine(settings))
+    app = _base_app("veilmatch staff API", "staff", ctx, engine)
+    app.state.settings = settings
+    app.include_router(api_staff.router)
+    app.include_router(api_oversight.router)
+    app.include_router(api_oversight.stats_router)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text exposition."""
+        body = ctx.metrics.render() if ctx is not None else b""
+        return Response(body, media_type="text/plain; version=0.0.4")
+
+    _wrap(app, "staff", ctx, _STAFF_LIMITS)
+    return app
+
+
+def create_gate_app(ctx: ServiceContext) -> FastAPI:
+    """The gate app (mutual TLS; every request signed)."""
+    app = _base_app("veilmatch gate API", "gate", ctx, ctx.engine)
+    app.state.settings = ctx.settings
+    app.include_router(api_gate.router)
+    _wrap(app, "gate", ctx, dict(api_gate.BODY_LIMITS))
     return app

@@ -2,7 +2,7 @@
 
 All times are UTC. SQLite drops the timezone on read, so readers go through
 :func:`as_utc`. No table holds a template in the clear, an image, a raw document
-number, or a plaintext key: watchlist templates and pending-query mappings are sealed
+number, or a plaintext key: watchlist templates are sealed
 with AES-256-GCM (``crypto.atrest``); document references are keyed pseudonyms made
 by the gates.
 """
@@ -65,6 +65,7 @@ watchlist_entries = sa.Table(
     sa.Column("template_sealed", sa.LargeBinary, nullable=True),  # NULL once purged
     sa.Column("template_dim", sa.Integer, nullable=False),
     sa.Column("legal_basis", sa.String(500), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # pending | active | revoked
     sa.Column("created_by", sa.String(64), nullable=False),
     sa.Column("created_at", TS, nullable=False),
@@ -110,6 +111,7 @@ alert_reviews = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("alert_id", sa.String(36), sa.ForeignKey("svc_alerts.id"), nullable=False),
     sa.Column("reviewer", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(32), nullable=False),
     sa.Column("verdict", sa.String(16), nullable=False),  # confirm | dismiss
     sa.Column("reason", sa.String(500), nullable=False),
     sa.Column("at", TS, nullable=False),
@@ -136,7 +138,6 @@ pending_queries = sa.Table(
     sa.Column("expires_at", TS, nullable=False),
     sa.Column("gallery_version", sa.String(128), nullable=False),
     sa.Column("doc_pseudonym", sa.String(64), nullable=True),
-    sa.Column("mapping_sealed", sa.LargeBinary, nullable=True),  # NULL once resolved/expired
     sa.Column("status", sa.String(16), nullable=False),  # pending | revealed | expired
     sa.Column("outcome", sa.String(16), nullable=True),
     sa.Column("decision_id", sa.String(128), nullable=True),

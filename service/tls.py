@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ class PeerCertificate:
         self.common_name = value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def peer_certificate(scope: dict[str, Any]) -> PeerCertificate | None:
+def peer_certificate(scope: MutableMapping[str, Any]) -> PeerCertificate | None:
     """The client certificate recorded for this request, if the connection had one."""
     tls = scope.get("extensions", {}).get("tls", {})
     der = tls.get("client_cert_der")

@@ -1,0 +1,115 @@
+"""Everything a request handler needs, built once per process and shared by both apps.
+
+``ServiceContext`` owns the engine, clock, key-encryption key, token issuer, audit and
+policy adapters, the match pool, pending mappings and the alert bus. Handlers get it
+from ``request.app.state.ctx``. Time is injectable (``clock``) so retention, expiry and
+opening-hours tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from crypto.atrest import FileKek, KeyEncryptionKey
+from service.accounts import Principal, TokenIssuer
+from service.alerts import AlertBus
+from service.errors import ForbiddenError
+from service.matching import MatchPool, PendingStore
+from service.metrics import ServiceMetrics
+from service.ports import AuditPort, HePort, PolicyDecision, PolicyPort, ServiceEvent
+from veilmatch.settings import Settings
+
+__all__ = ["ServiceContext", "load_or_create_kek", "system_clock"]
+
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    """The current time in UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+def load_or_create_kek(path: Path) -> KeyEncryptionKey:
+    """The file KEK at ``path``, created (0600) on first start."""
+    if path.exists():
+        return FileKek.load(path)
+    return FileKek.generate(path)
+
+
+@dataclass
+class ServiceContext:
+    """Shared state of one service process."""
+
+    settings: Settings
+    engine: Engine
+    audit: AuditPort
+    policy: PolicyPort
+    kek: KeyEncryptionKey
+    tokens: TokenIssuer
+    pool: MatchPool
+    he: HePort
+    clock: Clock = system_clock
+    pending: PendingStore = field(default_factory=PendingStore)
+    bus: AlertBus = field(default_factory=AlertBus)
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    face_embedder: Callable[[bytes], Sequence[float]] | None = None
+    ready: bool = False
+    policy_load_event: Any = None
+
+    def now(self) -> dt.datetime:
+        """The service clock (UTC, timezone-aware)."""
+        return self.clock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One database transaction (commit on success, roll back on error).
+
+        On SQLite it starts with ``BEGIN IMMEDIATE``: our transactions read, then write
+        (often an audit leaf), and a deferred transaction could not upgrade its lock
+        after a concurrent commit.
+        """
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
+    def record(self, conn: Connection, *events: ServiceEvent) -> None:
+        """Append audit events inside ``conn``'s transaction, timing the append."""
+        started = time.perf_counter()
+        self.audit.append_in(conn, list(events))
+        self.metrics.audit_append_seconds.observe(time.perf_counter() - started)
+
+    def authorize(
+        self,
+        principal: Principal,
+        action: str,
+        resource: Mapping[str, Any] | None = None,
+    ) -> PolicyDecision:
+        """Ask ``veilmatch.access``; raise ``ForbiddenError`` (audited by the handler) if denied."""
+        input_doc: dict[str, Any] = {
+            "role": principal.role,
+            "action": action,
+            "subject": principal.subject,
+            "resource": dict(resource or {}),
+        }
+        decision = self.policy.evaluate("veilmatch.access.decision", input_doc)
+        result = decision.result if isinstance(decision.result, Mapping) else {}
+        if result.get("allow") is not True:
+            reasons = result.get("reasons") or ["denied"]
+            raise ForbiddenError(
+                f"{action}: " + "; ".join(str(r) for r in reasons)[:300], code="forbidden"
+            )
+        return decision

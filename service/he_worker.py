@@ -1,0 +1,67 @@
+"""Code that runs inside the scoring worker processes (and the cheap parent-side calls).
+
+A worker builds the encoded gallery once, in :func:`init_worker`, and then scores one
+probe per call. Only bytes cross the process boundary in; the masked result (bytes)
+and the per-query mapping (a crypto object, pickled over the pool's pipe, never
+stored) come back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["HeAdapter", "init_worker", "ready", "score", "score_empty"]
+
+_STATE: dict[str, Any] = {}
+
+
+def _he() -> Any:
+    import crypto.he as he  # the one SEAL-facing module, imported only where needed
+
+    return he
+
+
+def init_worker(templates: npt.NDArray[np.float32], parameter_set: str) -> None:
+    """Build the encoded gallery for this worker process."""
+    he = _he()
+    params = he.parameter_set(parameter_set)
+    _STATE["params"] = params
+    _STATE["gallery"] = he.Gallery.build(np.asarray(templates, dtype=np.float32), params)
+
+
+def ready() -> str | None:
+    """The gallery version this worker holds (None if initialisation failed)."""
+    gallery = _STATE.get("gallery")
+    return None if gallery is None else str(gallery.version)
+
+
+def score(probe: bytes, public_bundle: bytes, threshold: float) -> tuple[bytes, Any, float]:
+    """Score and mask one probe; returns (masked result bytes, mapping, seconds)."""
+    he = _he()
+    started = time.perf_counter()
+    bundle = he.PublicKeyBundle.from_bytes(public_bundle)
+    parsed = he.Probe.from_bytes(probe)
+    masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, bundle)
+    return masked.to_bytes(), mapping, time.perf_counter() - started
+
+
+def score_empty(probe: bytes, public_bundle: bytes, parameter_set: str) -> tuple[bytes, Any, float]:
+    """An empty watchlist still answers with a well-formed all-negative result."""
+    raise NotImplementedError
+
+
+class HeAdapter:
+    """:class:`service.ports.HePort` over ``crypto.he`` (parent-process calls)."""
+
+    def public_bundle_key_id(self, bundle: bytes) -> str:
+        """Parse a public key bundle; return its key id."""
+        return str(_he().PublicKeyBundle.from_bytes(bundle).key_id)
+
+    def resolve(self, positions: Sequence[int], mapping: Any) -> list[int]:
+        """Row indices for revealed positions."""
+        return [int(i) for i in _he().resolve(list(positions), mapping)]

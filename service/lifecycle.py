@@ -1,0 +1,185 @@
+"""Building, starting and stopping one service process.
+
+``build_context`` wires the real components (audit log, policy engine, KEK, match
+pool); ``start`` bootstraps the admin account, loads the policy (an audit event) and
+builds the gallery; ``housekeeping`` runs on a timer (expire pending queries, forget
+old nonces, checkpoint the audit log); ``stop`` drains in-flight matches and flushes
+the audit log with a final checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from service.accounts import TokenIssuer, ensure_bootstrap_admin
+from service.adapters import AuditLogAdapter, PolicyEngineAdapter, load_or_create_log_signer
+from service.context import ServiceContext, load_or_create_kek, system_clock
+from service.gates import purge_nonces
+from service.he_worker import HeAdapter
+from service.matching import MatchPool
+from service.ports import ServiceEvent
+from service.tables import idempotency_keys, pending_queries
+from service.watchlist import load_gallery_templates
+from veilmatch.settings import Settings
+
+__all__ = ["build_context", "housekeeping", "rebuild_gallery", "start", "stop"]
+
+log = logging.getLogger("veilmatch.service")
+_REBUILD_LOCK = threading.Lock()
+
+
+def _policy_engine(settings: Settings) -> tuple[Any, Any]:
+    from policy.bundles import PolicyBundle, default_bundle_dir
+
+    bundle = PolicyBundle.from_dir(Path(settings.policy_dir or default_bundle_dir()))
+    engine: Any
+    if settings.policy_engine == "http":
+        from policy.opa_http import HttpEngine
+
+        engine = HttpEngine(settings.opa_url)
+    else:
+        from policy.embedded import EmbeddedEngine
+
+        engine = EmbeddedEngine()
+    return engine, engine.load(bundle)
+
+
+def build_context(
+    settings: Settings,
+    engine: Engine,
+    *,
+    clock: Callable[[], dt.datetime] = system_clock,
+    face_embedder: Callable[[bytes], Any] | None = None,
+) -> ServiceContext:
+    """Wire a context from settings (reads or creates the KEK and the log key)."""
+    assert settings.key_dir is not None and settings.kek_file is not None
+    key_dir = Path(settings.key_dir)
+    kek = load_or_create_kek(Path(settings.kek_file))
+    signer = load_or_create_log_signer(key_dir / "audit-log.key")
+    secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
+    policy_engine, load_event = _policy_engine(settings)
+    ctx = ServiceContext(
+        settings=settings,
+        engine=engine,
+        audit=AuditLogAdapter(engine, signer),
+        policy=PolicyEngineAdapter(policy_engine),
+        kek=kek,
+        tokens=TokenIssuer(secret),
+        pool=MatchPool(
+            settings.match_workers, settings.match_queue_limit, settings.he_parameter_set
+        ),
+        he=HeAdapter(),
+        clock=clock,
+        face_embedder=face_embedder,
+    )
+    ctx.pool.on_depth = ctx.metrics.queue_depth.set
+    ctx.policy_load_event = load_event
+    return ctx
+
+
+def rebuild_gallery(ctx: ServiceContext) -> str:
+    """Re-encode the gallery from the active watchlist (blocking; serialised)."""
+    with _REBUILD_LOCK:
+        now = ctx.now()
+        with ctx.engine.connect() as conn:
+            ids, templates = load_gallery_templates(conn, ctx.kek, now)
+        version = ctx.pool.rebuild(ids, templates)
+        ctx.metrics.gallery_size.set(len(ids))
+        log.info("gallery built", extra={"gallery_version": version, "entries": len(ids)})
+        return version
+
+
+def start(ctx: ServiceContext) -> None:
+    """Bootstrap, record the policy load, build the gallery, then mark ready."""
+    now = ctx.now()
+    admin_password = ctx.settings.admin_password
+    load_event = ctx.policy_load_event
+    with ctx.transaction() as conn:
+        if ensure_bootstrap_admin(
+            conn, admin_password.get_secret_value() if admin_password else None, now
+        ):
+            ctx.record(
+                conn,
+                ServiceEvent(
+                    "admin", "system", ("account:admin",), {"action": "account.bootstrap"}
+                ),
+            )
+        if load_event is not None:
+            ctx.record(
+                conn,
+                ServiceEvent(
+                    "policy.load",
+                    "system",
+                    (),
+                    {
+                        "engine": load_event.engine,
+                        "previous_digest": load_event.previous_digest,
+                        "files": len(load_event.files),
+                    },
+                    bundle_digest=load_event.digest,
+                ),
+            )
+    rebuild_gallery(ctx)
+    ctx.audit.flush()
+    ctx.ready = True
+
+
+def housekeeping(ctx: ServiceContext) -> None:
+    """One round of timed chores (blocking, quick)."""
+    now = ctx.now()
+    expired = ctx.pending.purge(now)
+    with ctx.transaction() as conn:
+        conn.execute(
+            pending_queries.update()
+            .where(pending_queries.c.status == "pending", pending_queries.c.expires_at <= now)
+            .values(status="expired")
+        )
+        purge_nonces(conn, now)
+        conn.execute(
+            idempotency_keys.delete().where(
+                idempotency_keys.c.created_at < now - dt.timedelta(hours=1)
+            )
+        )
+    if expired:
+        log.info("pending queries expired", extra={"count": len(expired)})
+    ctx.audit.tick()
+
+
+async def housekeeping_loop(ctx: ServiceContext, interval_s: float = 1.0) -> None:
+    """Run :func:`housekeeping` every ``interval_s`` until cancelled."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(housekeeping, ctx)
+        except Exception as exc:  # keep the loop alive; the type is enough to diagnose
+            log.error("housekeeping failed", extra={"error_type": type(exc).__name__})
+
+
+def stop(ctx: ServiceContext) -> None:
+    """Drain in-flight matches, then write a final checkpoint."""
+    ctx.ready = False
+    ctx.pool.close(wait=True)
+    with contextlib.suppress(Exception):
+        ctx.audit.flush()
+
+
+def pending_count(ctx: ServiceContext) -> int:
+    """Pending queries in the database (for readiness and tests)."""
+    with ctx.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(pending_queries)
+                .where(pending_queries.c.status == "pending")
+            ).scalar_one()
+        )

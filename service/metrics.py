@@ -1,0 +1,65 @@
+"""Prometheus metrics for one service instance (its own registry, so tests can build many).
+
+Labels carry route templates, listener names and status codes only: never gate-supplied
+strings beyond the gate id, never payloads.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["ServiceMetrics"]
+
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """The metric families the service updates."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "veilmatch_http_request_seconds",
+            "HTTP request latency by listener, route template, method and status.",
+            ("listener", "route", "method", "status"),
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.he_score_seconds = Histogram(
+            "veilmatch_he_score_seconds",
+            "Homomorphic scoring time per query inside a worker (masking included).",
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.queue_depth = Gauge(
+            "veilmatch_match_queue_depth",
+            "Match queries queued or running in the scoring workers.",
+            registry=self.registry,
+        )
+        self.audit_append_seconds = Histogram(
+            "veilmatch_audit_append_seconds",
+            "Time to append events to the audit log inside the record's transaction.",
+            registry=self.registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.decisions = Counter(
+            "veilmatch_match_decisions_total",
+            "Match outcomes returned to gates.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.denials = Counter(
+            "veilmatch_denials_total",
+            "Refused requests by stable error code.",
+            ("code",),
+            registry=self.registry,
+        )
+        self.gallery_size = Gauge(
+            "veilmatch_gallery_entries",
+            "Active watchlist templates in the encoded gallery.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)
