@@ -45,11 +45,12 @@ def serve(
         bool, typer.Option("--insecure-http", help="Serve plain HTTP (development only).")
     ] = False,
     port: Annotated[int | None, typer.Option(help="Override the staff port.")] = None,
+    gate_port: Annotated[int | None, typer.Option(help="Override the gate (mTLS) port.")] = None,
 ) -> None:
-    """Serve the veilmatch API over HTTPS (migrating the database first)."""
+    """Serve the staff API (TLS) and the gate API (mutual TLS), migrating the database first."""
     from service.server import serve as run_server
 
-    run_server(load_settings(), insecure_http=insecure_http, port=port)
+    run_server(load_settings(), insecure_http=insecure_http, port=port, gate_port=gate_port)
 
 
 @db_app.command("upgrade")
