@@ -275,6 +275,8 @@ class LeafHeader:
             )
         except KeyError as exc:
             raise MalformedError(f"malformed leaf: missing {exc.args[0]}") from None
+        if not re.fullmatch(r"[0-9a-f]{64}", header.payload_sha256):
+            raise MalformedError("malformed leaf: payload_sha256 is not 64 hex digits")
         if header.to_bytes() != data:
             raise MalformedError("malformed leaf: not RFC 8785 canonical")
         return header

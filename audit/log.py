@@ -148,6 +148,15 @@ class AuditLog:
         self._rng = rng
         self._postgres = engine.dialect.name == "postgresql"
 
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: Any, **kwargs: Any) -> AuditLog:
+        """The log with its key read from ``<key_dir>/audit-log.key`` (origin = key name)."""
+        from pathlib import Path
+
+        from audit.keys import LOG_KEY_FILE, load_signer
+
+        return cls(engine, load_signer(Path(settings.key_dir) / LOG_KEY_FILE), **kwargs)
+
     # ---------------------------------------------------------------- transactions
 
     @contextmanager
