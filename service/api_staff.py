@@ -8,6 +8,7 @@ change and its audit event commit in one transaction.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -37,6 +38,8 @@ from service.schemas import (
 from service.tables import accounts, alert_reviews, gate_keys, gates, utc
 
 __all__ = ["router"]
+
+log = logging.getLogger("veilmatch.service")
 
 router = APIRouter(prefix="/api/v1")
 IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
@@ -267,9 +270,18 @@ def get_watchlist_entry(
 
 
 def _after_watchlist_change(ctx: CtxDep) -> None:
+    """Re-encode the gallery; the change is committed either way, the error says so."""
     from service.lifecycle import rebuild_gallery
 
-    rebuild_gallery(ctx)
+    try:
+        rebuild_gallery(ctx)
+    except Exception as exc:
+        log.error("gallery rebuild failed", extra={"error_type": type(exc).__name__})
+        raise UnavailableError(
+            "change recorded, but the gallery could not be rebuilt; matching uses the "
+            "previous version until a rebuild succeeds",
+            code="gallery-rebuild-failed",
+        ) from None
 
 
 @router.post("/watchlist/{entry_id}/approve", tags=["watchlist"])

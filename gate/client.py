@@ -1,0 +1,255 @@
+"""The gate's client for the matching service: encrypt, sign, send over mTLS, reveal.
+
+Usage::
+
+    client = GateClient(
+        "https://service:8444", gate_id="shenzhen-bay-1", cert=cert, key=key, ca=ca,
+        signing_key=SigningKey.generate(), he=SealGateCrypto.generate("ckks-v1"),
+    )
+    client.register(site="shenzhen-bay")          # then an admin approves the gate
+    outcome = client.check(template, doc_pseudonym=pseudonymise(shared_key, doc_no))
+    outcome.outcome                                # "proceed" | "secondary"
+
+Protocol per traveller: ``POST /gate/v1/match`` with the encrypted probe (and the
+document pseudonym, never the number); decrypt the masked result locally and keep
+only the positive positions (raw decrypted values never leave this process);
+``POST /gate/v1/reveal`` with those positions; show the outcome. Every request is
+signed (``crypto.signing``) and carries a request id so a retry is idempotent.
+
+When the service is unreachable, :meth:`GateClient.check_or_queue` stores the encrypted
+probe in the gate's :class:`~gate.offline_queue.OfflineQueue`; :meth:`drain` sends the
+backlog when the link returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import ssl
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from crypto.signing import RequestSigner, SigningKey
+from gate.errors import GateError
+
+__all__ = [
+    "GateClient",
+    "GateCrypto",
+    "MatchOutcome",
+    "ServiceRefusedError",
+    "ServiceUnreachableError",
+    "pseudonymise",
+]
+
+
+class ServiceUnreachableError(GateError):
+    """The service could not be reached (network, TLS handshake, timeout)."""
+
+
+class ServiceRefusedError(GateError):
+    """The service answered with a problem response; ``code`` is its stable error code."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"service refused ({status} {code}): {detail}")
+        self.status = status
+        self.code = code
+
+
+def pseudonymise(shared_key: bytes, document_number: str) -> str:
+    """HMAC-SHA256 of the normalised document number under the gates' shared key (hex).
+
+    The service only ever sees this value; without the key it cannot be reversed or
+    linked to a number, and rotating the key unlinks all past pseudonyms.
+    """
+    if len(shared_key) < 32:
+        raise ValueError("the pseudonym key must be at least 32 bytes")
+    normal = unicodedata.normalize("NFKC", document_number).strip().upper().replace(" ", "")
+    return hmac.new(shared_key, normal.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+class GateCrypto(Protocol):
+    """The gate's HE keys: encrypt a template, reveal a masked result."""
+
+    def public_bundle(self) -> bytes:
+        """Serialized public key bundle sent at registration."""
+        ...
+
+    def encrypt(self, template: npt.NDArray[np.float32]) -> bytes:
+        """Serialized encrypted probe for ``template`` (unit norm)."""
+        ...
+
+    def reveal(self, masked_result: bytes) -> list[int]:
+        """Positions whose decrypted value is positive (only these leave the gate)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MatchOutcome:
+    """What the lane shows: ``proceed`` or ``secondary``, and the query id for records."""
+
+    query_id: str
+    outcome: str
+    hits: int
+
+
+class GateClient:
+    """Signed, mutually authenticated calls to the gate API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        gate_id: str,
+        cert: Path,
+        key: Path,
+        ca: Path,
+        signing_key: SigningKey,
+        he: GateCrypto,
+        clock: Callable[[], float] = time.time,
+        timeout_s: float = 30.0,
+    ) -> None:
+        context = ssl.create_default_context(cafile=str(ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(cert), str(key))
+        self._http = httpx.Client(base_url=base_url, verify=context, timeout=timeout_s)
+        self.gate_id = gate_id
+        self.signing_key = signing_key
+        self.he = he
+        self.clock = clock
+        self.signer = RequestSigner(signing_key, gate_id, _key_id(signing_key.public_bytes()))
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = self.signer.sign("POST", path, body, now=self.clock())
+        headers["Content-Type"] = "application/json"
+        try:
+            response = self._http.post(path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise ServiceUnreachableError(f"{type(exc).__name__} calling {path}") from None
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+                code, detail = str(problem.get("code")), str(problem.get("detail"))
+            except ValueError:
+                code, detail = "unknown", response.text[:200]
+            raise ServiceRefusedError(response.status_code, code, detail)
+        data: dict[str, Any] = response.json()
+        return data
+
+    def register(self, site: str) -> dict[str, Any]:
+        """Register this gate's keys (pending until an admin approves)."""
+        return self._post(
+            "/gate/v1/register",
+            {
+                "gate_id": self.gate_id,
+                "site": site,
+                "signing_public_key": _b64(self.signing_key.public_bytes()),
+                "he_public_bundle": _b64(self.he.public_bundle()),
+            },
+        )
+
+    def heartbeat(self) -> dict[str, Any]:
+        """Tell the service the gate is alive; returns key expiry and service time."""
+        return self._post("/gate/v1/heartbeat", {})
+
+    def rotate(self, signing_key: SigningKey, he: GateCrypto) -> dict[str, Any]:
+        """Replace both keys; signed by the current key, new key proves possession."""
+        new_id = _key_id(signing_key.public_bytes())
+        bundle = he.public_bundle()
+        digest = hashlib.sha256(bundle).hexdigest()
+        proof = signing_key.sign(f"vm-rotate-v1\n{self.gate_id}\n{new_id}\n{digest}".encode())
+        result = self._post(
+            "/gate/v1/keys/rotate",
+            {
+                "signing_public_key": _b64(signing_key.public_bytes()),
+                "he_public_bundle": _b64(bundle),
+                "new_key_signature": _b64(proof),
+            },
+        )
+        self.signing_key, self.he = signing_key, he
+        self.signer = RequestSigner(signing_key, self.gate_id, new_id)
+        return result
+
+    def send_probe(
+        self, probe: bytes, doc_pseudonym: str | None = None, request_id: str | None = None
+    ) -> MatchOutcome:
+        """Match an already encrypted probe, reveal, return the outcome."""
+        request_id = request_id or secrets.token_hex(16)
+        payload: dict[str, Any] = {"request_id": request_id, "probe": _b64(probe)}
+        if doc_pseudonym is not None:
+            payload["doc_pseudonym"] = doc_pseudonym
+        matched = self._post("/gate/v1/match", payload)
+        positions = self.he.reveal(base64.b64decode(matched["result"]))
+        revealed = self._post(
+            "/gate/v1/reveal",
+            {
+                "request_id": request_id + "-r",
+                "query_id": matched["query_id"],
+                "positions": positions,
+            },
+        )
+        return MatchOutcome(str(revealed["query_id"]), str(revealed["outcome"]), len(positions))
+
+    def check(
+        self, template: npt.NDArray[np.float32], doc_pseudonym: str | None = None
+    ) -> MatchOutcome:
+        """Encrypt ``template`` and run the whole protocol."""
+        return self.send_probe(self.he.encrypt(template), doc_pseudonym)
+
+    def check_or_queue(
+        self, template: npt.NDArray[np.float32], queue: Any, doc_pseudonym: str | None = None
+    ) -> MatchOutcome | None:
+        """Like :meth:`check`, but keep the encrypted probe in ``queue`` if unreachable."""
+        probe = self.he.encrypt(template)
+        request_id = secrets.token_hex(16)
+        try:
+            return self.send_probe(probe, doc_pseudonym, request_id)
+        except ServiceUnreachableError:
+            queue.put(_pack(probe, doc_pseudonym, request_id))
+            return None
+
+    def drain(self, queue: Any, on_outcome: Callable[[MatchOutcome], None]) -> Any:
+        """Send the offline backlog oldest first; stops at the first failure."""
+
+        def send(payload: bytes) -> None:
+            probe, doc, request_id = _unpack(payload)
+            on_outcome(self.send_probe(probe, doc, request_id))
+
+        return queue.drain(send)
+
+
+def _key_id(public: bytes) -> str:
+    return "k-" + hashlib.sha256(public).hexdigest()[:16]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _pack(probe: bytes, doc: str | None, request_id: str) -> bytes:
+    return json.dumps({"probe": _b64(probe), "doc": doc, "request_id": request_id}).encode()
+
+
+def _unpack(payload: bytes) -> tuple[bytes, str | None, str]:
+    data = json.loads(payload)
+    return base64.b64decode(data["probe"]), data.get("doc"), str(data["request_id"])
+
+
+def positions_of(values: Sequence[float]) -> list[int]:
+    """Indices of strictly positive values (the only thing a gate reports)."""
+    return [i for i, v in enumerate(values) if v > 0]
