@@ -19,6 +19,7 @@ from sqlalchemy.exc import OperationalError
 from audit.cli import app as audit_app
 from gate.cli import app as gate_app
 from policy.cli import app as policy_app
+from policy.retention_cli import app as retention_app
 from veilmatch.errors import ConfigurationError, VeilmatchError
 from veilmatch.settings import load_settings
 
@@ -35,6 +36,7 @@ dev_app = typer.Typer(
 app.add_typer(gate_app, name="gate")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(retention_app, name="retention")
 app.add_typer(db_app, name="db")
 app.add_typer(dev_app, name="dev")
 

@@ -1,0 +1,41 @@
+"""Build the configured policy engine from settings, with the configured bundle loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from policy.bundles import PolicyBundle, default_bundle_dir
+from policy.engine import LoadEvent, PolicyEngine
+from veilmatch.settings import Settings
+
+__all__ = ["bundle_dir", "engine_from_settings"]
+
+
+def bundle_dir(settings: Settings) -> Path:
+    """``settings.policy_dir`` if set, else the bundle shipped in ``policy/bundle``."""
+    return Path(settings.policy_dir) if settings.policy_dir else default_bundle_dir()
+
+
+def engine_from_settings(settings: Settings) -> tuple[PolicyEngine, LoadEvent]:
+    """An engine per ``settings.policy_engine`` ("embedded" or "http" at ``opa_url``).
+
+    The bundle from :func:`bundle_dir` is loaded; the returned ``LoadEvent`` is what the
+    caller appends to the audit log. Raises ``BundleError`` / ``PolicyLoadError`` /
+    ``PolicyEngineUnavailableError`` (all ``PolicyError``) when that is impossible.
+    """
+    bundle = PolicyBundle.from_dir(bundle_dir(settings))
+    engine: PolicyEngine
+    if settings.policy_engine == "http":
+        from policy.opa_http import HttpEngine
+
+        engine = HttpEngine(settings.opa_url)
+    else:
+        from policy.embedded import EmbeddedEngine
+
+        engine = EmbeddedEngine()
+    try:
+        event = engine.load(bundle)
+    except BaseException:
+        engine.close()
+        raise
+    return engine, event
