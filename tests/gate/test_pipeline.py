@@ -64,7 +64,8 @@ def test_different_people_score_clearly_below_the_same_face_augmented(
     # The faces of t1 the quality gate accepts (the turned, small one is refused).
     faces = [f for f in pipeline.process(t1_bgr) if f.template is not None]
     assert len(faces) >= 4
-    same, different = [], []
+    same: list[float] = []
+    different: list[float] = []
     compared = 0
     for face in faces:
         assert face.template is not None

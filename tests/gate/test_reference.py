@@ -117,7 +117,7 @@ def _as_detection(face):
     from gate.detector import Detection
 
     return Detection(
-        box=tuple(float(v) for v in face[:4]),
+        box=(float(face[0]), float(face[1]), float(face[2]), float(face[3])),
         landmarks=face[4:14].reshape(5, 2).astype(np.float32),
         score=float(face[14]),
     )
