@@ -13,8 +13,6 @@ lists, large base64 blobs and fields named like templates, images or document nu
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -105,10 +103,8 @@ def _looks_like_blob(text: str) -> bool:
         return False
     if re.fullmatch(r"[0-9a-f]+", text):  # long hex: hashes are 64, allow up to 128
         return len(text) > 128
-    try:
-        base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_")
-    except (binascii.Error, ValueError):
-        return False
+    # Any long run of the base64 alphabets (padded or not, standard or URL-safe) counts:
+    # an encoded template need not decode cleanly to be a leak.
     return True
 
 

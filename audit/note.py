@@ -116,7 +116,7 @@ class NoteVerifier:
     @classmethod
     def from_string(cls, vkey: str) -> NoteVerifier:
         """Parse ``<name>+<hex key ID>+<base64(type || key)>``; the key ID must match."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # base64 may itself contain "+"
         if len(parts) != 3:
             raise KeyFormatError("malformed verifier key: expected name+keyid+key")
         name, hex_id, blob = parts
@@ -189,7 +189,7 @@ class NoteSigner:
     @classmethod
     def from_string(cls, skey: str) -> NoteSigner:
         """Parse ``PRIVATE+KEY+<name>+<hex key ID>+<base64(type || seed)>``."""
-        parts = skey.strip().split("+")
+        parts = skey.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise KeyFormatError("malformed signer key: expected PRIVATE+KEY+name+keyid+key")
         raw = _b64decode(parts[4], "signer key")

@@ -104,11 +104,14 @@ def parse_path(path: str) -> TilePath:
     if width == TILE_WIDTH and m.group("width"):
         raise NotFoundError("partial tile width must be below 256")
     prefix = m.group("prefix")
-    if prefix == "tile/entries":
-        return TilePath("entries", 0, int(digits), width)
-    if prefix == "veilmatch/payloads":
-        return TilePath("payloads", 0, int(digits), width)
-    return TilePath("hash", int(m.group("level")), int(digits), width)
+    try:
+        if prefix == "tile/entries":
+            return TilePath("entries", 0, int(digits), width)
+        if prefix == "veilmatch/payloads":
+            return TilePath("payloads", 0, int(digits), width)
+        return TilePath("hash", int(m.group("level")), int(digits), width)
+    except MalformedError:
+        raise NotFoundError(f"not a tile path: {path[:80]!r}") from None
 
 
 def tiles_for_size(size: int, kind: str = "hash") -> list[TilePath]:

@@ -48,6 +48,7 @@ def counter_rng():
 def make_log(engine: Engine, **kw) -> AuditLog:
     kw.setdefault("rng", counter_rng())
     kw.setdefault("checkpoint_every", 10**9)
+    kw.setdefault("checkpoint_interval", timedelta(days=3650))
     return AuditLog(engine, log_signer(), **kw)
 
 
