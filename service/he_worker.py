@@ -58,9 +58,18 @@ def score_empty(probe: bytes, public_bundle: bytes, parameter_set: str) -> tuple
 class HeAdapter:
     """:class:`service.ports.HePort` over ``crypto.he`` (parent-process calls)."""
 
+    def __init__(self, parameter_set: str) -> None:
+        self.parameter_set = parameter_set
+
     def public_bundle_key_id(self, bundle: bytes) -> str:
-        """Parse a public key bundle; return its key id."""
-        return str(_he().PublicKeyBundle.from_bytes(bundle).key_id)
+        """Parse a public key bundle made under the active parameter set; its key id."""
+        from crypto.errors import ParameterMismatchError
+        from crypto.he.keys import PublicKeyBundle
+
+        parsed = PublicKeyBundle.from_bytes(bundle)
+        if parsed.params.name != self.parameter_set:
+            raise ParameterMismatchError("key bundle uses another HE parameter set")
+        return str(parsed.key_id)
 
     def resolve(self, positions: Sequence[int], mapping: Any) -> list[int]:
         """Row indices for revealed positions."""

@@ -78,7 +78,7 @@ def build_context(
         pool=MatchPool(
             settings.match_workers, settings.match_queue_limit, settings.he_parameter_set
         ),
-        he=HeAdapter(),
+        he=HeAdapter(settings.he_parameter_set),
         clock=clock,
         face_embedder=face_embedder,
     )

@@ -93,14 +93,14 @@ def test_authorisation_matrix_follows_policy(service, role):
                 assert resp.status_code == 403, (role, path, resp.status_code)
                 assert problem(resp)["code"] == "forbidden"
         for method, path, action in RESOURCE_ROUTES:
-            body: dict[str, object] = {"legal_basis": "hk-cap60", "expires_at": _future()}
+            payload: dict[str, object] = {"legal_basis": "hk-cap60", "expires_at": _future()}
             if action == "watchlist.enrol":
-                body |= {
+                payload |= {
                     "subject_ref": "subj-matrix",
                     "template": [0.1] * 128,
                     "category": "parallel_trading",
                 }
-            resp = client.request(method, path, json=body)
+            resp = client.request(method, path, json=payload)
             allowed = role in _roles_for(action)
             assert (resp.status_code == 403) == (not allowed), (role, path, resp.text)
     denied = [
