@@ -1,0 +1,145 @@
+"""Named, versioned CKKS parameter sets.
+
+A parameter set fixes everything that must agree between a gate and the service: ring
+degree, the exact RNS primes, the fixed-point scales, the probe layout and the masking
+constants. Its ``hash`` (SHA-256 over a canonical encoding of every field) travels in
+every key bundle, probe and result, so an object made under other parameters is refused
+before any arithmetic. Settings only *choose* a set by name (``he_parameter_set``); the
+sets themselves live here, in code, and are never edited once released — a change is a
+new name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from crypto.errors import UnknownParameterSetError
+
+__all__ = ["DEFAULT_PARAMETER_SET", "PARAMETER_SETS", "ParameterSet", "get_parameter_set"]
+
+
+@dataclass(frozen=True)
+class ParameterSet:
+    """One CKKS configuration. Invariants are checked on construction.
+
+    Attributes:
+        name: Public name, e.g. ``"ckks-v1"``.
+        poly_degree: Ring degree N (power of two); the ring has N/2 complex slots.
+        primes: RNS primes; all but the last are data primes (each < 2**31 so residues
+            fit in uint32 and products of two fit in uint64), the last is SEAL's special
+            prime for key switching. Total bits must respect the HE-standard bound for
+            128-bit security at this N (checked by SEAL on context creation).
+        probe_scale_bits: log2 of the fixed-point scale of the probe encoding.
+        template_scale_bits: log2 of the scale of the gallery diagonals.
+        max_probe_ciphertexts: how many pre-rotated ciphertexts a gate uploads at most
+            (baby steps); the service makes the remaining rotations with one Galois key.
+        mask_weight: Hamming weight of the sparse ternary polynomial h whose squared
+            modulus |h(ζ)|² (+1) is the per-slot masking scale: in [1, mask_weight²+1].
+        flood_bits: coefficients of the flooding polynomial are uniform in ±2**flood_bits.
+        pad_bias: score offset given to empty slots so they always reveal negative.
+        noise_sigma: standard deviation of the rerandomisation errors (SEAL's 3.2).
+    """
+
+    name: str
+    poly_degree: int
+    primes: tuple[int, ...]
+    probe_scale_bits: int
+    template_scale_bits: int
+    max_probe_ciphertexts: int
+    mask_weight: int
+    flood_bits: int
+    pad_bias: float
+    noise_sigma: float
+
+    def __post_init__(self) -> None:
+        n = self.poly_degree
+        if n < 1024 or n & (n - 1):
+            raise ValueError("poly_degree must be a power of two >= 1024")
+        if len(self.primes) < 2 or len(set(self.primes)) != len(self.primes):
+            raise ValueError("need at least one data prime and a special prime, all distinct")
+        for q in self.primes:
+            if not (1 << 20) < q < (1 << 31) or (q - 1) % (2 * n):
+                raise ValueError("every prime must be < 2**31 and congruent to 1 mod 2N")
+        if self.max_probe_ciphertexts < 1 or self.max_probe_ciphertexts & (
+            self.max_probe_ciphertexts - 1
+        ):
+            raise ValueError("max_probe_ciphertexts must be a power of two")
+        # Largest decrypted magnitude: 2·Re (conjugate trick) × mask × |score − τ| with
+        # |score − τ| <= 1 + pad_bias + 1, at scale 2**(probe+template); it must stay
+        # below q/4 so flooding and rounding noise never wrap around q/2.
+        q = math.prod(self.data_primes)
+        peak = 2 * (self.mask_weight**2 + 1) * (2 + self.pad_bias)
+        if peak * 2.0 ** (self.probe_scale_bits + self.template_scale_bits) > q / 4:
+            raise ValueError("scales and mask range do not fit in the data modulus")
+
+    @property
+    def slots(self) -> int:
+        """Complex slots per ciphertext (N/2): templates per result ciphertext."""
+        return self.poly_degree // 2
+
+    @property
+    def data_primes(self) -> tuple[int, ...]:
+        """The primes ciphertexts live under (all but the special prime)."""
+        return self.primes[:-1]
+
+    @property
+    def hash(self) -> bytes:
+        """32-byte SHA-256 of the canonical JSON of every field (the parameter id)."""
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(b"veilmatch/he/params/v1\x00" + blob).digest()
+
+    def padded_dim(self, dim: int) -> int:
+        """Template dimension rounded up to a power of two (at least 2)."""
+        if dim < 1:
+            raise ValueError("dimension must be positive")
+        p = 2
+        while p < dim:
+            p *= 2
+        if p // 2 > self.slots:
+            raise ValueError(f"dimension {dim} too large for {self.slots} slots")
+        return p
+
+    def probe_layout(self, dim: int) -> tuple[int, int]:
+        """``(diagonals, baby_steps)`` for templates of dimension ``dim``.
+
+        Complex packing puts two coordinates in one slot, so there are padded_dim/2
+        diagonals; the gate uploads ``baby_steps`` of them pre-rotated and the service
+        derives the rest with rotations by ``baby_steps`` (one Galois key).
+        """
+        diagonals = self.padded_dim(dim) // 2
+        return diagonals, min(diagonals, self.max_probe_ciphertexts)
+
+
+# Released sets. Never edit one: add a new name instead.
+PARAMETER_SETS: dict[str, ParameterSet] = {
+    p.name: p
+    for p in (
+        ParameterSet(
+            name="ckks-v1",
+            poly_degree=4096,
+            # Two 31-bit data primes (62 bits) + a 31-bit special prime = 93 bits, under
+            # the 109-bit bound of the HE standard for 128-bit security at N = 4096.
+            primes=(2147295233, 2147352577, 2147377153),
+            probe_scale_bits=25,
+            template_scale_bits=21,
+            max_probe_ciphertexts=64,
+            mask_weight=32,
+            flood_bits=26,
+            pad_bias=2.0,
+            noise_sigma=3.2,
+        ),
+    )
+}
+DEFAULT_PARAMETER_SET = "ckks-v1"
+
+
+def get_parameter_set(name_or_hash: str | bytes) -> ParameterSet:
+    """Look a set up by name, or by its 32-byte hash; raise if unknown."""
+    for params in PARAMETER_SETS.values():
+        if name_or_hash in (params.name, params.hash):
+            return params
+    shown = name_or_hash if isinstance(name_or_hash, str) else name_or_hash.hex()[:16]
+    raise UnknownParameterSetError(f"unknown HE parameter set {shown!r}")

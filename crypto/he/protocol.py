@@ -1,0 +1,297 @@
+"""The match protocol of the brief, as four functions.
+
+1. gate     ``encrypt_probe(keys, template) → Probe``
+2. service  ``score_masked(probe, gallery, threshold, public) → (MaskedResult, QueryMapping)``
+3. gate     ``reveal(keys, masked) → positions``  (positions only; values never leave)
+4. service  ``resolve(positions, mapping) → gallery rows that matched``
+
+Masking (step 2), per query and per result ciphertext c, all on NTT residues:
+
+* subtract the threshold and push empty slots to −pad_bias (always negative);
+* add a flooding polynomial with coefficients uniform in ±2**flood_bits;
+* rotate the slots by a fresh uniform r_c (the probe is read through the inverse
+  automorphism so the gallery streams contiguously; the result is then permuted);
+* keep only the real part and scale each slot by a fresh positive A_k = 1 + |h(ζ_k)|²
+  (h a fresh sparse ternary polynomial, so A_k ∈ [1, w² + 1] exactly real): the result
+  is (c0, c1, c2) with c2 the conjugated part, decrypting under (1, s, conj(s));
+* rerandomise with fresh public-key encryptions of zero;
+* shuffle the order of the result ciphertexts.
+
+The gate sees A_k·(score_k − τ) + noise: its sign, and a magnitude drawn afresh each time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from crypto.errors import (
+    GalleryError,
+    KeyMismatchError,
+    MalformedInputError,
+    ParameterMismatchError,
+)
+from crypto.he._kernels import mac_rotated, r32_for
+from crypto.he._seal import Backend, backend
+from crypto.he.gallery import Gallery
+from crypto.he.keys import GateKeyBundle, PublicKeyBundle
+from crypto.he.params import ParameterSet
+from crypto.he.wire import MaskedResult, Probe, expand_seed
+
+__all__ = ["QueryMapping", "encrypt_probe", "resolve", "reveal", "score_masked"]
+
+U64 = npt.NDArray[np.uint64]
+
+
+def _default_rng() -> np.random.Generator:
+    # A fresh 128-bit seed from the OS per query: no state links two queries.
+    return np.random.Generator(np.random.Philox(secrets.randbits(128)))
+
+
+@dataclass(frozen=True)
+class QueryMapping:
+    """The service's secret for one query: how result positions map to gallery rows."""
+
+    query_id: bytes
+    gallery_version: str
+    size: int
+    slots: int
+    order: tuple[int, ...] = field(repr=False)  # order[i] = gallery block of result ct i
+    rotations: tuple[int, ...] = field(repr=False)  # rotations[c] = left rotation of block c
+
+
+# ---- gate ---------------------------------------------------------------------------
+
+
+def encrypt_probe(
+    keys: GateKeyBundle,
+    template: npt.ArrayLike,
+    *,
+    rng: np.random.Generator | None = None,
+) -> Probe:
+    """Encrypt an L2-normalised template (d floats) under the gate's own key.
+
+    The gate uses its *secret* key (symmetric CKKS encryption): the noise is smaller
+    than public-key encryption and each ciphertext can be seeded, halving the upload.
+    It sends ``baby_steps`` copies of the packed probe, pre-rotated in the clear.
+    ``rng`` only chooses the seeds (tests); SEAL draws the encryption noise.
+    """
+    params = keys.params
+    v = np.asarray(template, dtype=np.float64)
+    if v.ndim != 1 or not np.isfinite(v).all():
+        raise MalformedInputError("template must be a finite 1-D vector")
+    if abs(float(np.linalg.norm(v)) - 1.0) > 1e-3:
+        raise MalformedInputError("template must be L2-normalised")
+    try:
+        diag_count, baby = params.probe_layout(v.shape[0])
+    except ValueError as exc:
+        raise MalformedInputError(str(exc)) from None
+    be = backend(params)
+    sk, s = keys.secret_residues()
+    padded = np.zeros(2 * diag_count)
+    padded[: v.shape[0]] = v
+    u = padded[:diag_count] + 1j * padded[diag_count:]
+    slots = np.arange(params.slots)
+    scale = 2.0**params.probe_scale_bits
+    q = be.q.reshape(-1, 1)
+    seeds: list[bytes] = []
+    c0 = np.empty((baby, be.k, be.n), dtype=np.uint32)
+    for i in range(baby):
+        plain = be.encode(u[(slots + i) % diag_count], scale)
+        ct = be.encrypt_symmetric(sk, plain, scale)
+        # ct = (−a·s + e + m, a); re-seed: keep e + m, replace a by expand(seed).
+        message = (ct[0] + ct[1] * s % q) % q
+        seed = rng.bytes(32) if rng is not None else os.urandom(32)
+        a = expand_seed(params, seed)
+        c0[i] = ((message + q - a * s % q) % q).astype(np.uint32)
+        seeds.append(seed)
+    return Probe(params=params, key_id=keys.key_id, dim=v.shape[0], seeds=tuple(seeds), c0=c0)
+
+
+def reveal(keys: GateKeyBundle, masked: MaskedResult) -> list[int]:
+    """Decrypt a masked result and return the positions whose value is positive.
+
+    Positions are ``ciphertext_index · slots + slot``. The decrypted values themselves are
+    dropped here: they must never leave the gate (CKKS key-recovery risk).
+    """
+    _check_same(keys.params, masked.params, keys.key_id, masked.key_id)
+    be = backend(keys.params)
+    _, s = keys.secret_residues()
+    conj = be.galois_perm(be.conj_elt)
+    sc = s[:, conj]
+    q = be.q.reshape(-1, 1)
+    scale = 2.0 ** (keys.params.probe_scale_bits + keys.params.template_scale_bits)
+    positions: list[int] = []
+    polys = masked.polys.astype(np.uint64)
+    for i in range(masked.count):
+        c0, c1, c2 = polys[i]
+        m = (c0 + c1 * s % q + c2 * sc % q) % q
+        values = be.decode_residues(m, scale).real
+        positions.extend(int(i * keys.params.slots + x) for x in np.flatnonzero(values > 0))
+    return positions
+
+
+# ---- service ------------------------------------------------------------------------
+
+
+def _check_same(p1: ParameterSet, p2: ParameterSet, k1: str, k2: str) -> None:
+    if p1.hash != p2.hash:
+        raise ParameterMismatchError(f"made under {p2.name}, expected {p1.name}")
+    if k1 != k2:
+        raise KeyMismatchError(f"made under key {k2}, expected key {k1}")
+
+
+def _expand_probe(be: Backend, probe: Probe, public: PublicKeyBundle) -> npt.NDArray[np.uint32]:
+    """All D rotations of the packed probe, (D, 2, k, N) uint32."""
+    params = probe.params
+    diag_count, baby = params.probe_layout(probe.dim)
+    full = np.empty((diag_count, 2, be.k, be.n), dtype=np.uint32)
+    for i in range(baby):
+        full[i, 0] = probe.c0[i]
+        full[i, 1] = expand_seed(params, probe.seeds[i])
+    if diag_count > baby:
+        galois = public.galois()
+        scale = 2.0**params.probe_scale_bits
+        for j in range(baby, diag_count):
+            prev = full[j - baby].astype(np.uint64)
+            full[j] = be.rotate(prev, scale, baby, galois)
+    return full
+
+
+def _check_inputs(probe: Probe, gallery: Gallery, public: PublicKeyBundle) -> None:
+    _check_same(public.params, probe.params, public.key_id, probe.key_id)
+    if gallery.params.hash != probe.params.hash:
+        raise ParameterMismatchError("gallery and probe use different parameter sets")
+    if gallery.dim != probe.dim:
+        raise GalleryError(f"probe has dimension {probe.dim}, gallery {gallery.dim}")
+
+
+def _mac(
+    be: Backend, probe: Probe, gallery: Gallery, public: PublicKeyBundle, rotations: U64
+) -> U64:
+    full = _expand_probe(be, probe, public)
+    diag_count = full.shape[0]
+    gathers = np.stack(
+        [be.galois_perm(pow(be.rotation_elt(int(r)), -1, 2 * be.n)) for r in rotations]
+    )
+    out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint64)
+    shifts = (rotations % diag_count).astype(np.int64)
+    mac_rotated(gallery.diagonals, full, shifts, gathers, be.q, r32_for(be.q), out)
+    return out
+
+
+def _small_polys(
+    params: ParameterSet, count: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Per result ciphertext: h (sparse ternary), F (flood), u, e1, e2, u', e1', e2'."""
+    n = params.poly_degree
+    out = np.zeros((count, 8, n), dtype=np.int64)
+    for c in range(count):
+        pos = rng.choice(n, size=params.mask_weight, replace=False)
+        out[c, 0, pos] = rng.choice(np.array([-1, 1]), size=params.mask_weight)
+    bound = 1 << params.flood_bits
+    out[:, 1] = rng.integers(-bound, bound + 1, size=(count, n))
+    out[:, [2, 5]] = rng.integers(-1, 2, size=(count, 2, n))
+    noise = rng.normal(0.0, params.noise_sigma, size=(count, 4, n))
+    out[:, [3, 4, 6, 7]] = np.clip(np.rint(noise), -19, 19).astype(np.int64)
+    return out
+
+
+def score_masked(
+    probe: Probe,
+    gallery: Gallery,
+    threshold: float,
+    public: PublicKeyBundle,
+    *,
+    rng: np.random.Generator | None = None,
+) -> tuple[MaskedResult, QueryMapping]:
+    """Score ``probe`` against every gallery row; disclose only sign(score − threshold).
+
+    ``public`` must be the bundle the key registry returned for ``probe.key_id``.
+    Returns the result for the gate and the mapping the service keeps secret.
+    """
+    if not -1.0 < threshold < 1.0:
+        raise ValueError("threshold must be in (-1, 1)")
+    _check_inputs(probe, gallery, public)
+    rng = rng or _default_rng()
+    params = probe.params
+    be = backend(params)
+    count = gallery.ciphertexts
+    rotations = rng.integers(0, params.slots, size=count).astype(np.uint64)
+    y = _mac(be, probe, gallery, public, rotations)
+
+    q = be.q.reshape(-1, 1)
+    scale_bits = params.probe_scale_bits + params.template_scale_bits
+    tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
+    small = be.ntt(_small_polys(params, count, rng).reshape(count * 8, -1))
+    small = small.reshape(count, 8, be.k, be.n)
+    pk = public.public_residues()
+    conj = be.galois_perm(be.conj_elt)
+    out = np.empty((count, 3, be.k, be.n), dtype=np.uint32)
+    order = rng.permutation(count)
+    for i, c in enumerate(order):
+        h, flood, u, e1, e2, u2, e12, e22 = small[c]
+        y0 = (y[c, 0] + gallery.pad_bias[c] + flood + (q - tau.reshape(-1, 1))) % q
+        rot = be.galois_perm(be.rotation_elt(int(rotations[c])))
+        z0, z1 = y0[:, rot], y[c, 1][:, rot]
+        mask = (1 + h * h[:, conj] % q) % q
+        r0 = (u * pk[0] % q + e1 + (u2 * pk[0] % q + e12)[:, conj]) % q
+        out[i, 0] = (mask * ((z0 + z0[:, conj]) % q) % q + r0) % q
+        out[i, 1] = (mask * z1 % q + u * pk[1] % q + e2) % q
+        out[i, 2] = (mask * z1[:, conj] % q + (u2 * pk[1] % q + e22)[:, conj]) % q
+    query_id = rng.bytes(16)
+    result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
+    mapping = QueryMapping(
+        query_id=query_id,
+        gallery_version=gallery.version,
+        size=len(gallery),
+        slots=params.slots,
+        order=tuple(int(c) for c in order),
+        rotations=tuple(int(r) for r in rotations),
+    )
+    return result, mapping
+
+
+def resolve(positions: Iterable[int], mapping: QueryMapping) -> list[int]:
+    """Gallery rows behind the revealed positions (sorted, unique).
+
+    A position outside the result, or one that lands on an empty slot (which the
+    masking makes negative, so an honest gate never reports it), raises
+    ``MalformedInputError``.
+    """
+    rows: set[int] = set()
+    count = len(mapping.order)
+    for pos in positions:
+        if not isinstance(pos, int) or not 0 <= pos < count * mapping.slots:
+            raise MalformedInputError("revealed position out of range")
+        block = mapping.order[pos // mapping.slots]
+        slot = (pos % mapping.slots + mapping.rotations[block]) % mapping.slots
+        row = block * mapping.slots + slot
+        if row >= mapping.size:
+            raise MalformedInputError("revealed position is an empty slot")
+        rows.add(row)
+    return sorted(rows)
+
+
+def debug_scores(
+    probe: Probe, gallery: Gallery, public: PublicKeyBundle, keys: GateKeyBundle
+) -> npt.NDArray[np.float64]:
+    """Unmasked decrypted scores, for tests and benchmarks only (needs the secret key).
+
+    Never used by the protocol: it exists to measure HE fidelity against numpy.
+    """
+    _check_inputs(probe, gallery, public)
+    be = backend(probe.params)
+    y = _mac(be, probe, gallery, public, np.zeros(gallery.ciphertexts, dtype=np.uint64))
+    _, s = keys.secret_residues()
+    q = be.q.reshape(-1, 1)
+    scale = 2.0 ** (probe.params.probe_scale_bits + probe.params.template_scale_bits)
+    scores = [
+        be.decode_residues((y[c, 0] + y[c, 1] * s % q) % q, scale).real for c in range(len(y))
+    ]
+    return np.concatenate(scores)[: len(gallery)]
