@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS: list[tuple[str, list[str]]] = []
+BENCHMARKS: list[tuple[str, list[str]]] = [
+    ("policy", ["--seconds", "2", "--http-seconds", "2"]),
+]
 
 
 def main() -> int:

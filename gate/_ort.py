@@ -19,6 +19,7 @@ def make_session(path: Path, threads: int = 0) -> Any:
     options.log_severity_level = 3  # ORT warns about harmless graph details on every load
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped exceptions
