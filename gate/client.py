@@ -47,6 +47,7 @@ __all__ = [
     "GateClient",
     "GateCrypto",
     "MatchOutcome",
+    "SealGateCrypto",
     "ServiceRefusedError",
     "ServiceUnreachableError",
     "pseudonymise",
@@ -253,3 +254,33 @@ def _unpack(payload: bytes) -> tuple[bytes, str | None, str]:
 def positions_of(values: Sequence[float]) -> list[int]:
     """Indices of strictly positive values (the only thing a gate reports)."""
     return [i for i, v in enumerate(values) if v > 0]
+
+
+class SealGateCrypto:
+    """:class:`GateCrypto` over ``crypto.he`` with a gate key bundle kept on the gate."""
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+
+    @classmethod
+    def generate(cls, parameter_set: str = "ckks-v1") -> SealGateCrypto:
+        """Fresh HE keys under the named parameter set."""
+        from crypto.he import GateKeyBundle, get_parameter_set
+
+        return cls(GateKeyBundle.generate(get_parameter_set(parameter_set)))
+
+    def public_bundle(self) -> bytes:
+        """The public half (public key + the one Galois key)."""
+        return bytes(self.keys.public().to_bytes())
+
+    def encrypt(self, template: npt.NDArray[np.float32]) -> bytes:
+        """Encrypt a unit-norm template under the gate's own key."""
+        from crypto.he import encrypt_probe
+
+        return bytes(encrypt_probe(self.keys, template).to_bytes())
+
+    def reveal(self, masked_result: bytes) -> list[int]:
+        """Positive positions of a masked result; decrypted values never leave here."""
+        from crypto.he import MaskedResult, reveal
+
+        return [int(p) for p in reveal(self.keys, MaskedResult.from_bytes(masked_result))]

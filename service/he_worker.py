@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HeAdapter", "init_worker", "ready", "score", "score_empty"]
+__all__ = ["EMPTY_GALLERY_DIM", "HeAdapter", "init_worker", "ready", "score"]
+
+#: Template dimension assumed for an empty watchlist (the default SFace model's 128).
+EMPTY_GALLERY_DIM = 128
 
 _STATE: dict[str, Any] = {}
 
@@ -30,8 +33,13 @@ def init_worker(templates: npt.NDArray[np.float32], parameter_set: str) -> None:
     """Build the encoded gallery for this worker process."""
     he = _he()
     params = he.parameter_set(parameter_set)
+    matrix = np.asarray(templates, dtype=np.float32)
+    if matrix.shape[0] == 0:
+        # An empty watchlist still answers every probe with a well-formed,
+        # all-negative result, so a gate cannot tell that the watchlist is empty.
+        matrix = np.zeros((0, EMPTY_GALLERY_DIM), dtype=np.float32)
     _STATE["params"] = params
-    _STATE["gallery"] = he.Gallery.build(np.asarray(templates, dtype=np.float32), params)
+    _STATE["gallery"] = he.Gallery.build(matrix, params)
 
 
 def ready() -> str | None:
@@ -48,11 +56,6 @@ def score(probe: bytes, public_bundle: bytes, threshold: float) -> tuple[bytes, 
     parsed = he.Probe.from_bytes(probe)
     masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, bundle)
     return masked.to_bytes(), mapping, time.perf_counter() - started
-
-
-def score_empty(probe: bytes, public_bundle: bytes, parameter_set: str) -> tuple[bytes, Any, float]:
-    """An empty watchlist still answers with a well-formed all-negative result."""
-    raise NotImplementedError
 
 
 class HeAdapter:

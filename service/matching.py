@@ -22,6 +22,7 @@ import multiprocessing
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,6 @@ class GalleryHandle:
     version: str
     entry_ids: tuple[str, ...]
     executor: Executor | None
-    inflight: int = 0
 
 
 def gallery_fingerprint(entry_ids: tuple[str, ...], templates: npt.NDArray[np.float32]) -> str:
@@ -94,20 +94,20 @@ class MatchPool:
         """
         ids = tuple(entry_ids)
         version = gallery_fingerprint(ids, templates)
-        executor: Executor | None = None
-        if ids:
-            executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=self._context,
-                initializer=he_worker.init_worker,
-                initargs=(templates, self.parameter_set),
-            )
-            # Warm every worker so the first gate query does not pay for the encoding.
+        executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=self._context,
+            initializer=he_worker.init_worker,
+            initargs=(templates, self.parameter_set),
+        )
+        # Warm the workers so the first gate query does not pay for the encoding.
+        try:
             warm = [executor.submit(he_worker.ready) for _ in range(self.workers)]
-            for future in warm:
-                version_in_worker = future.result()
-                if version_in_worker is None:
-                    raise UnavailableError("gallery worker failed to start")
+            if any(future.result() is None for future in warm):
+                raise UnavailableError("gallery worker failed to start")
+        except BrokenProcessPool:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise UnavailableError("gallery workers failed to encode the gallery") from None
         with self._lock:
             old, self._current = self._current, GalleryHandle(version, ids, executor)
         if old is not None and old.executor is not None:
@@ -126,14 +126,14 @@ class MatchPool:
             self.on_depth(self._inflight)
         try:
             if handle.executor is None:
-                masked, mapping, seconds = he_worker.score_empty(
-                    probe, public_bundle, self.parameter_set
-                )
-            else:
-                loop = asyncio.get_running_loop()
+                raise UnavailableError("the gallery is not built", code="gallery-not-ready")
+            loop = asyncio.get_running_loop()
+            try:
                 masked, mapping, seconds = await loop.run_in_executor(
                     handle.executor, he_worker.score, probe, public_bundle, threshold
                 )
+            except BrokenProcessPool:
+                raise UnavailableError("scoring worker died", code="worker-failed") from None
         finally:
             with self._lock:
                 self._inflight -= 1

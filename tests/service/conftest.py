@@ -30,6 +30,7 @@ from sqlalchemy import create_engine, text
 
 from crypto.devcerts import DevPki, issue_gate_cert, make_dev_pki
 from service.context import ServiceContext
+from service.enrol_photos import PhotoEmbedder
 from service.lifecycle import build_context, start
 from service.server import Listeners
 from tests.conftest import BACKENDS, POSTGRES_URL
@@ -143,7 +144,7 @@ def run_service(backend: str, tmp: Path, **overrides: Any) -> Iterator[RunningSe
     engine = make_engine(settings)
     upgrade(engine)
     clock, offset = shifted_clock()
-    ctx = build_context(settings, engine, clock=clock)
+    ctx = build_context(settings, engine, clock=clock, face_embedder=PhotoEmbedder(settings))
     start(ctx)
     listeners = Listeners(ctx, staff_port=staff_port, gate_port=gate_port)
     thread = threading.Thread(target=lambda: asyncio.run(listeners.run()), daemon=True)

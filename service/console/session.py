@@ -1,0 +1,158 @@
+"""Console sessions: the service's own bearer token, carried in a hardened cookie.
+
+Signing in checks the password with :func:`service.accounts.authenticate` (argon2id,
+constant time for unknown users) and stores a token from the context's
+:class:`~service.accounts.TokenIssuer` in the cookie ``__Host-veilmatch-console``
+(``Secure``, ``HttpOnly``, ``SameSite=Strict``, ``Path=/``). The session therefore lasts
+as long as a token (``TOKEN_TTL_S``); it is renewed while the user is active, once less
+than half of it remains.
+
+State-changing requests are protected three ways: the strict same-site cookie, an
+``Origin`` check, and a form field ``csrf`` equal to HMAC-SHA256 keyed with the session
+token (so it cannot be computed without the HttpOnly cookie).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from typing import Annotated, Final
+
+from fastapi import Depends, Request, Response
+
+from service.accounts import Principal
+from service.context import ServiceContext
+from service.deps import CtxDep, authorize
+from service.errors import ForbiddenError
+from service.ports import PolicyDecision
+
+__all__ = [
+    "COOKIE",
+    "FormSessionDep",
+    "SessionDep",
+    "allowed",
+    "clear_cookie",
+    "csrf_token",
+    "open_session",
+    "require_page",
+    "set_cookie",
+]
+
+COOKIE: Final = "__Host-veilmatch-console"
+_CSRF_LABEL: Final = b"veilmatch/console/csrf/v1"
+
+#: Console sections in navigation order: (console action, path, label).
+SECTIONS: Final = (
+    ("console.alerts", "/console/alerts", "Alerts"),
+    ("console.watchlist", "/console/watchlist", "Watchlist"),
+    ("console.audit", "/console/audit", "Audit log"),
+    ("console.audit", "/console/audit/checkpoints", "Checkpoints"),
+    ("console.stats", "/console/stats", "Statistics"),
+    ("console.audit", "/console/audit/policies", "Policies in force"),
+    ("console.policies", "/console/policies", "Policy documentation"),
+    ("console.policies", "/console/policies/history", "Policy history"),
+)
+
+
+def csrf_token(session_token: str) -> str:
+    """The CSRF form value bound to ``session_token`` (hex HMAC-SHA256)."""
+    return hmac.new(session_token.encode(), _CSRF_LABEL, hashlib.sha256).hexdigest()
+
+
+def set_cookie(response: Response, token: str, expires: dt.datetime) -> None:
+    """Store the session token (expires with the token)."""
+    response.set_cookie(
+        COOKIE,
+        token,
+        expires=expires,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def clear_cookie(response: Response) -> None:
+    """Forget the session in the browser."""
+    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+
+
+def allowed(ctx: ServiceContext, principal: Principal, action: str) -> bool:
+    """Whether the access policy allows ``action`` (for showing links; not audited)."""
+    try:
+        ctx.authorize(principal, action)
+    except ForbiddenError:
+        return False
+    return True
+
+
+def open_session(request: Request, ctx: ServiceContext, principal: Principal, token: str) -> None:
+    """Make ``principal`` the request's user: CSRF token and navigation for templates."""
+    request.state.principal = principal
+    request.state.console_token = token
+    request.state.console_csrf = csrf_token(token)
+    request.state.console_nav = tuple(
+        (path, label) for action, path, label in SECTIONS if allowed(ctx, principal, action)
+    )
+
+
+def session_principal(request: Request, ctx: CtxDep) -> Principal:
+    """The signed-in staff member; ``LoginRequiredError`` without a session cookie."""
+    from service.console.web import LoginRequiredError
+
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise LoginRequiredError("sign in to use the console")
+    now = ctx.now()
+    principal = ctx.tokens.verify(token, now)  # AuthenticationError when forged or expired
+    # Sliding session: every authenticated request gets a fresh token, so the session
+    # ends after TOKEN_TTL_S of inactivity.
+    request.state.console_renewed = ctx.tokens.issue(principal, now)
+    open_session(request, ctx, principal, token)
+    return principal
+
+
+SessionDep = Annotated[Principal, Depends(session_principal)]
+
+
+def _same_origin(request: Request) -> bool:
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        # Browsers send Origin on every cross-site POST; its absence means same-site
+        # navigation or a non-browser client, which the CSRF field still covers.
+        return origin is None
+    expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return hmac.compare_digest(origin, expected)
+
+
+async def form_principal(request: Request, principal: SessionDep) -> Principal:
+    """The session principal of a form post whose origin and CSRF field check out."""
+    form = await request.form()
+    supplied = form.get("csrf")
+    expected = request.state.console_csrf
+    if (
+        not _same_origin(request)
+        or not isinstance(supplied, str)
+        or not hmac.compare_digest(supplied, expected)
+    ):
+        raise ForbiddenError("the form is stale or came from another site", code="csrf-failed")
+    return principal
+
+
+FormSessionDep = Annotated[Principal, Depends(form_principal)]
+
+
+def require_page(
+    request: Request, ctx: ServiceContext, principal: Principal, *actions: str
+) -> PolicyDecision:
+    """Authorise every action (a ``console.*`` page action and the API actions it uses).
+
+    Raises ``ForbiddenError`` at the first denial; the console renders it as a 403
+    page and audits it. Returns the last decision.
+    """
+    decision: PolicyDecision | None = None
+    for action in actions:
+        decision = authorize(request, ctx, principal, action)
+    assert decision is not None
+    return decision
