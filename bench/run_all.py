@@ -12,6 +12,7 @@ import sys
 
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("policy", ["--seconds", "2", "--http-seconds", "2"]),
+    ("gate_pipeline", ["--iterations", "200"]),
     ("audit_log", ["--backend", "sqlite", "--entries", "20000", "--verify-entries", "50000"]),
 ]
 
