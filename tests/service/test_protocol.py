@@ -24,7 +24,13 @@ from audit.sources import DirectorySource
 from audit.verify import verify_log
 from crypto.signing import SigningKey
 from gate.augment import variants
-from gate.client import GateClient, SealGateCrypto, ServiceUnreachableError, pseudonymise
+from gate.client import (
+    GateClient,
+    MatchOutcome,
+    SealGateCrypto,
+    ServiceUnreachableError,
+    pseudonymise,
+)
 from gate.errors import GateError
 from gate.offline_queue import OfflineQueue
 from gate.pipeline import FacePipeline
@@ -104,7 +110,7 @@ def _enrol_from_photo(service, photo: bytes) -> str:
             },
         )
         assert created.status_code == 201, created.text
-    entry_id = created.json()["id"]
+    entry_id = str(created.json()["id"])
     with service.staff("supervisor1") as sup:
         approved = sup.post(f"/api/v1/watchlist/{entry_id}/approve")
         assert approved.status_code == 200, approved.text
@@ -155,7 +161,8 @@ def test_full_protocol_match_and_non_match(service, faces, gate, tmp_path):
     service.ctx.audit.flush()
     export_log(log, tmp_path / "export")
     report = verify_log(DirectorySource(tmp_path / "export"), log.signer.verifier())
-    assert report.to_dict()["size"] >= len(entries)
+    verified_size = report.to_dict()["size"]
+    assert isinstance(verified_size, int) and verified_size >= len(entries)
 
 
 def test_retry_is_idempotent_and_reveal_after_ttl_is_gone(service, faces, gate):
@@ -183,7 +190,7 @@ def test_offline_queue_drains_when_the_link_returns(service, faces, gate, tmp_pa
     assert len(queue) == 1
     with pytest.raises(ServiceUnreachableError):
         offline.check(faces["stranger"])
-    outcomes = []
+    outcomes: list[MatchOutcome] = []
     report = gate.drain(queue, outcomes.append)
     assert report.sent == 1 and len(queue) == 0
     assert [o.outcome for o in outcomes] == ["proceed"]
