@@ -60,8 +60,11 @@ _QUERY = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$")
 
 
 def split_query(query: str) -> tuple[str, str]:
-    """``"veilmatch.access.decision"`` → ``("veilmatch.access", "decision")``; checks shape."""
-    if not isinstance(query, str) or not _QUERY.match(query):
+    """``"veilmatch.access.decision"`` → ``("veilmatch.access", "decision")``; checks shape.
+
+    Queries name a document below ``data`` without the ``data.`` prefix.
+    """
+    if not isinstance(query, str) or not _QUERY.match(query) or query.startswith("data."):
         raise PolicyError(f"malformed policy query {query!r}: want a dotted data path")
     package, _, rule = query.rpartition(".")
     return package, rule
