@@ -145,7 +145,38 @@ def render(bundle: PolicyBundle, *, source: str = "policy/bundle") -> str:
     for package in packages:
         out.extend(_package_section(bundle, package, notes, test_notes, engine, periods))
     engine.close()
+    out.extend(_ENGINES)
     return "\n".join(out).rstrip() + "\n"
+
+
+_ENGINES = [
+    "## How the policies are evaluated",
+    "",
+    "For operators; reviewers can skip this section.",
+    "",
+    "- **Embedded (default, `VEILMATCH_POLICY_ENGINE=embedded`).** OPA's own Go evaluator",
+    "  (OPA 1.x, through `opa-golib-python-bindings`) runs inside the veilmatch process.",
+    "  Loading a new version compiles it completely first; if it does not compile it is",
+    "  refused with OPA's error message and the previous version stays in force.",
+    "- **OPA server (`VEILMATCH_POLICY_ENGINE=http`, `VEILMATCH_OPA_URL`).** For deployments",
+    "  with an OPA sidecar. veilmatch pushes exactly the reviewed files (no automatic",
+    "  rewriting: `rego_compat=False`) with OPA's REST API and evaluates with",
+    "  `POST /v1/data/<package>/<rule>`. Start the official server with",
+    "  `opa run --server --addr 127.0.0.1:8181` (empty; veilmatch loads the bundle), or",
+    "  serve the bundle directly with `opa run --server --addr 127.0.0.1:8181 policy/bundle`",
+    "  (the layout is an OPA bundle: `params/<name>/data.json` loads at `data.params.<name>`).",
+    "  The `opa` binary is not installable from this project's registries; for development",
+    "  and tests `veilmatch policy serve-local` runs a stand-in that speaks the same API",
+    "  backed by the embedded evaluator. Both engines give the same answers on every",
+    "  test case above (checked in `make test`).",
+    "- **Tests.** `veilmatch policy test` runs every `test_*` rule and measures line",
+    "  coverage of the policy files (the meaning of `opa test --coverage`); `make test`",
+    "  fails if a test fails or coverage is below 100 %.",
+    "- **Reviewing a change.** `veilmatch policy diff HEAD:policy/bundle policy/bundle`",
+    "  lists changed rules, annotations, parameters and tests; `veilmatch policy docs`",
+    "  regenerates this file.",
+    "",
+]
 
 
 def _anchor(title: str) -> str:
