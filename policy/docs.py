@@ -22,6 +22,7 @@ from policy.rego_tests import discover
 __all__ = ["render"]
 
 _CASES_RULE = re.compile(r"^([a-z_]*cases)\s*:=", re.MULTILINE)
+_INDEX = re.compile(r"\[(\d+)\]")
 _ORDER = ["veilmatch.access", "veilmatch.match", "veilmatch.alert", "veilmatch.retention"]
 
 
@@ -71,6 +72,8 @@ def _baseline(inputs: list[dict[str, str]]) -> dict[str, str]:
             counts[item] = counts.get(item, 0) + 1
     base: dict[str, str] = {}
     for (key, value), n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if any(index != "1" for index in _INDEX.findall(key)):
+            continue  # only the first element of a list is shared; later ones vary by row
         if 2 * n > len(inputs) and key not in base:
             base[key] = value
     return base
@@ -80,7 +83,11 @@ def _difference(row: dict[str, str], base: dict[str, str]) -> str:
     if not row:
         return "(empty request)"
     lines = [f"{k}: {v}" for k, v in row.items() if base.get(k) != v]
-    lines += [f"{k}: (missing)" for k in base if k not in row]
+    lines += [
+        f"{k}: (missing)"
+        for k in base
+        if k not in row and not any(k.startswith(r + "[") for r in row)  # e.g. "hits: []"
+    ]
     return "<br>".join(lines) or "(as above)"
 
 

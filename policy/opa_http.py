@@ -18,6 +18,7 @@ must be managed by one veilmatch process only.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,10 +97,12 @@ class HttpEngine(PolicyEngine):
         compile_bundle(bundle).close()  # refuse locally first, with OPA's own message
         try:
             self._push(bundle, previous)
-        except PolicyLoadError:
+        except PolicyLoadError as refused:
             if previous is not None:
-                self._push(previous, bundle)  # best effort: restore what was active
-            raise
+                # Best effort: restore what was active; the refusal is the error to report.
+                with contextlib.suppress(PolicyError):
+                    self._push(previous, bundle)
+            raise refused from None
 
     def _push(self, bundle: PolicyBundle, previous: PolicyBundle | None) -> None:
         client = self._client
