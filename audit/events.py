@@ -14,6 +14,7 @@ lists, large base64 blobs and fields named like templates, images or document nu
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,8 +238,6 @@ class LeafHeader:
     @classmethod
     def from_bytes(cls, data: bytes) -> LeafHeader:
         """Parse a leaf; it must be canonical (re-encoding gives the same bytes)."""
-        import json
-
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):

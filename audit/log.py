@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -517,8 +518,6 @@ class AuditLog:
         if types:
             q = q.where(schema.entries.c.event_type.in_([EventType(t).value for t in types]))
         q = q.order_by(schema.entries.c.seq).limit(limit)
-        import json
-
         out: list[Entry] = []
         with self.engine.connect() as conn:
             for r in conn.execute(q):

@@ -147,3 +147,32 @@ def test_add_cosignatures_rejects_foreign_checkpoints(engine, tmp_path):
     sig = w.signer.sign(forged.note.text, timestamp=NOW)
     with pytest.raises(SignatureError):
         log.add_cosignatures(forged.note.with_signatures([sig]).to_bytes(), [w.signer.verifier()])
+
+
+def test_verify_and_witness_over_http(engine, tmp_path):
+    """The same checks against a base URL (here a plain static server over an export)."""
+    import functools
+    import http.server
+    import threading
+
+    log = make_log(engine)
+    fill(log, 300)
+    export_log(log, tmp_path / "site")
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site")
+    )
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        from audit.sources import open_source
+
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        w = _witness(tmp_path)
+        cosigned = w.witness_source(open_source(url), now=NOW)
+        assert cosigned.checkpoint.size == 100  # first checkpoint: issued after the first batch
+        report = verify_log(open_source(url), log_signer().verifier(), state_path=tmp_path / "s")
+        assert report.size == 100 and report.entries_checked == 100
+    finally:
+        server.shutdown()
