@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
             aligned = pipeline.align(image, det)
             stages["align"].append((clock() - t) * 1000)
             t = clock()
-            metrics = measure_face(det.landmarks, aligned)
+            metrics = measure_face(det.landmarks, aligned, det.box[2])
             with contextlib.suppress(QualityError):  # a refusal costs the same: timed anyway
                 check_face(metrics, pipeline.thresholds)
             stages["quality"].append((clock() - t) * 1000)

@@ -234,7 +234,7 @@ class FacePipeline:
 
     def assess(self, detection: Detection, aligned: BgrImage) -> QualityVerdict:
         """Measure one face and apply the thresholds (never raises a QualityError)."""
-        metrics = measure_face(detection.landmarks, aligned)
+        metrics = measure_face(detection.landmarks, aligned, detection.box[2])
         try:
             check_face(metrics, self.thresholds)
         except QualityError as refusal:

@@ -5,6 +5,10 @@ input image) or from the aligned crop, so it costs well under a millisecond:
 
 * ``inter_eye_px`` — distance between the eye centres. ISO/IEC 19794-5 asks 90 px for
   passport photos (60 px minimum); a gate camera at 640×480 gives 50–100 px.
+* ``face_width_px`` — width of the detector's box. A frontal face's eyes are about
+  0.45 box widths apart, so a face counts as too small only when the box is small too
+  (``FRONTAL_EYE_TO_WIDTH`` × width below the minimum); a head turned in profile has
+  close-set eyes in a large box and is refused for its pose instead.
 * ``sharpness`` — variance of the Laplacian of the aligned grey crop (112×112), a
   standard focus measure; motion blur and defocus drive it towards 0.
 * ``roll_deg`` — angle of the eye line to the horizontal.
@@ -39,6 +43,9 @@ __all__ = [
 ]
 
 MultipleFacesPolicy = Literal["largest", "refuse"]
+# Inter-eye distance of a frontal face as a fraction of YuNet's box width (measured on
+# the shipped photos: 0.45–0.52).
+FRONTAL_EYE_TO_WIDTH = 0.45
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class QualityMetrics:
     """Measurements of one face (see the module docstring for definitions and units)."""
 
     inter_eye_px: float
+    face_width_px: float
     sharpness: float
     roll_deg: float
     yaw_ratio: float
@@ -125,13 +133,20 @@ def sharpness(aligned_bgr: npt.NDArray[np.uint8]) -> float:
 
 
 def measure_face(
-    landmarks: npt.NDArray[np.float32], aligned_bgr: npt.NDArray[np.uint8]
+    landmarks: npt.NDArray[np.float32],
+    aligned_bgr: npt.NDArray[np.uint8],
+    face_width_px: float | None = None,
 ) -> QualityMetrics:
-    """All measurements of one face; ``landmarks`` in pixels of the original image."""
+    """All measurements of one face; ``landmarks`` and ``face_width_px`` (the box
+    width; default: inferred from the inter-eye distance) in pixels of the image."""
     lm = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
     roll, yaw, pitch = pose_from_landmarks(landmarks)
+    inter_eye = float(np.linalg.norm(lm[1] - lm[0]))
     return QualityMetrics(
-        inter_eye_px=float(np.linalg.norm(lm[1] - lm[0])),
+        inter_eye_px=inter_eye,
+        face_width_px=(
+            float(face_width_px) if face_width_px is not None else inter_eye / FRONTAL_EYE_TO_WIDTH
+        ),
         sharpness=sharpness(aligned_bgr),
         roll_deg=roll,
         yaw_ratio=yaw,
@@ -142,11 +157,16 @@ def measure_face(
 def check_face(metrics: QualityMetrics, thresholds: QualityThresholds) -> None:
     """Raise the first failing check, in this order: size, pose, blur.
 
-    Size comes first because a tiny face's landmarks and sharpness are unreliable; pose
+    Size comes first because a tiny face's landmarks and sharpness are unreliable (a
+    face is tiny when both its eye distance and its box say so, see ``face_width_px``);
+    pose
     before blur because a turned face is the more actionable instruction on the lane.
     """
     t = thresholds
-    if metrics.inter_eye_px < t.min_inter_eye_px:
+    if (
+        metrics.inter_eye_px < t.min_inter_eye_px
+        and metrics.face_width_px * FRONTAL_EYE_TO_WIDTH < t.min_inter_eye_px
+    ):
         raise FaceTooSmallError(
             f"inter-eye distance {metrics.inter_eye_px:.1f} px < {t.min_inter_eye_px:g} px"
         )
