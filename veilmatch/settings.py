@@ -85,7 +85,14 @@ class Settings(BaseSettings):
     )
     he_parameter_set: str = Field("ckks-v1", description="Named CKKS parameter set (crypto).")
     match_threshold: float = Field(
-        0.40, gt=-1.0, lt=1.0, description="Cosine-similarity threshold for a watchlist hit."
+        0.42,
+        gt=-1.0,
+        lt=1.0,
+        description=(
+            "Cosine-similarity threshold for a watchlist hit (SFace 128-d). Calibrated on the "
+            "shipped photos (docs/gate.md): same person >= 0.447, different people <= 0.375; "
+            "0.42 keeps a margin on both sides. Recalibrate for another model."
+        ),
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     admin_password: SecretStr | None = Field(
