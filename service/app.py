@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 
 import veilmatch
-from service import api_gate, api_oversight, api_staff
+from service import api_gate, api_oversight, api_staff, console
 from service.context import ServiceContext
 from service.errors import ServiceError
 from service.gates import claimed_gate
@@ -145,6 +145,7 @@ def create_app(
     app.include_router(api_staff.router)
     app.include_router(api_oversight.router)
     app.include_router(api_oversight.stats_router)
+    app.include_router(console.router)  # web console under /console/ (docs/console.md)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     def metrics() -> Response:

@@ -4,20 +4,22 @@ Signing in checks the password with :func:`service.accounts.authenticate` (argon
 constant time for unknown users) and stores a token from the context's
 :class:`~service.accounts.TokenIssuer` in the cookie ``__Host-veilmatch-console``
 (``Secure``, ``HttpOnly``, ``SameSite=Strict``, ``Path=/``). The session therefore lasts
-as long as a token (``TOKEN_TTL_S``); it is renewed while the user is active, once less
-than half of it remains.
+as long as a token (``TOKEN_TTL_S``), and every authenticated request renews it, so a
+session ends after that long without activity.
 
 State-changing requests are protected three ways: the strict same-site cookie, an
-``Origin`` check, and a form field ``csrf`` equal to HMAC-SHA256 keyed with the session
-token (so it cannot be computed without the HttpOnly cookie).
+``Origin`` check, and a form field ``csrf`` that must equal the random value in a second
+cookie, ``__Host-veilmatch-csrf``, set at sign-in (double submit: another site can
+neither read nor set a ``__Host-`` cookie).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
-from typing import Annotated, Final
+import secrets
+from collections.abc import Mapping
+from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request, Response
 
@@ -33,14 +35,14 @@ __all__ = [
     "SessionDep",
     "allowed",
     "clear_cookie",
-    "csrf_token",
+    "new_csrf_token",
     "open_session",
     "require_page",
     "set_cookie",
 ]
 
 COOKIE: Final = "__Host-veilmatch-console"
-_CSRF_LABEL: Final = b"veilmatch/console/csrf/v1"
+CSRF_COOKIE: Final = "__Host-veilmatch-csrf"
 
 #: Console sections in navigation order: (console action, path, label).
 SECTIONS: Final = (
@@ -55,43 +57,55 @@ SECTIONS: Final = (
 )
 
 
-def csrf_token(session_token: str) -> str:
-    """The CSRF form value bound to ``session_token`` (hex HMAC-SHA256)."""
-    return hmac.new(session_token.encode(), _CSRF_LABEL, hashlib.sha256).hexdigest()
+def new_csrf_token() -> str:
+    """A fresh random CSRF value (256 bits, hex), set once per sign-in."""
+    return secrets.token_hex(32)
 
 
-def set_cookie(response: Response, token: str, expires: dt.datetime) -> None:
-    """Store the session token (expires with the token)."""
-    response.set_cookie(
-        COOKIE,
-        token,
-        expires=expires,
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="strict",
-    )
+def set_cookie(
+    response: Response, token: str, expires: dt.datetime, csrf: str | None = None
+) -> None:
+    """Store the session token (expiring with it) and, at sign-in, the CSRF value."""
+    for name, value in ((COOKIE, token), (CSRF_COOKIE, csrf)):
+        if value is not None:
+            response.set_cookie(
+                name,
+                value,
+                expires=expires,
+                path="/",
+                secure=True,
+                httponly=True,
+                samesite="strict",
+            )
 
 
 def clear_cookie(response: Response) -> None:
     """Forget the session in the browser."""
-    response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+    for name in (COOKIE, CSRF_COOKIE):
+        response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="strict")
 
 
-def allowed(ctx: ServiceContext, principal: Principal, action: str) -> bool:
-    """Whether the access policy allows ``action`` (for showing links; not audited)."""
+def allowed(
+    ctx: ServiceContext,
+    principal: Principal,
+    action: str,
+    resource: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether the access policy allows ``action`` (to show links and forms; not audited).
+
+    The action itself is authorised again, with its real resource facts, when it runs.
+    """
     try:
-        ctx.authorize(principal, action)
+        ctx.authorize(principal, action, resource)
     except ForbiddenError:
         return False
     return True
 
 
-def open_session(request: Request, ctx: ServiceContext, principal: Principal, token: str) -> None:
-    """Make ``principal`` the request's user: CSRF token and navigation for templates."""
+def open_session(request: Request, ctx: ServiceContext, principal: Principal, csrf: str) -> None:
+    """Make ``principal`` the request's user: CSRF value and navigation for templates."""
     request.state.principal = principal
-    request.state.console_token = token
-    request.state.console_csrf = csrf_token(token)
+    request.state.console_csrf = csrf
     request.state.console_nav = tuple(
         (path, label) for action, path, label in SECTIONS if allowed(ctx, principal, action)
     )
@@ -109,7 +123,7 @@ def session_principal(request: Request, ctx: CtxDep) -> Principal:
     # Sliding session: every authenticated request gets a fresh token, so the session
     # ends after TOKEN_TTL_S of inactivity.
     request.state.console_renewed = ctx.tokens.issue(principal, now)
-    open_session(request, ctx, principal, token)
+    open_session(request, ctx, principal, request.cookies.get(CSRF_COOKIE, ""))
     return principal
 
 
@@ -133,8 +147,9 @@ async def form_principal(request: Request, principal: SessionDep) -> Principal:
     expected = request.state.console_csrf
     if (
         not _same_origin(request)
+        or not expected
         or not isinstance(supplied, str)
-        or not hmac.compare_digest(supplied, expected)
+        or not hmac.compare_digest(supplied.encode(), expected.encode())
     ):
         raise ForbiddenError("the form is stale or came from another site", code="csrf-failed")
     return principal

@@ -138,7 +138,10 @@ class ConsoleRoute(APIRoute):
                 response = await _error_page(request, to_service_error(exc))
             except (RequestValidationError, ValidationError) as exc:
                 fields = sorted(
-                    {".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in exc.errors()}
+                    {
+                        ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+                        for e in exc.errors()
+                    }
                 )
                 err = ServiceError("please check: " + ", ".join(f for f in fields if f)[:300])
                 err.status, err.code = 422, "validation-failed"
@@ -147,7 +150,8 @@ class ConsoleRoute(APIRoute):
             if renewed is not None:
                 from service.console.session import set_cookie
 
-                set_cookie(response, *renewed)
+                token, expires = renewed
+                set_cookie(response, token, expires, request.state.console_csrf or None)
             response.headers["content-security-policy"] = CONSOLE_CSP
             return response
 
