@@ -64,6 +64,10 @@ class ServiceContext:
     ready: bool = False
     policy_load_event: Any = None
 
+    def pending_ttl_margin(self) -> dt.timedelta:
+        """A span after which every pending query made now has expired."""
+        return dt.timedelta(seconds=self.settings.pending_query_ttl_s + 1)
+
     def now(self) -> dt.datetime:
         """The service clock (UTC, timezone-aware)."""
         return self.clock()

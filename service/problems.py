@@ -94,7 +94,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_veilmatch_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, VeilmatchError)
         err = to_service_error(exc)
-        if err.status in (401, 403) or isinstance(err, GateRefusedError):
+        if err.status in (401, 403) or isinstance(err, GateRefusedError | RateLimitedError):
             hook = getattr(request.app.state, "on_denial", None)
             if hook is not None:
                 await hook(request, err)
