@@ -584,27 +584,41 @@ class AuditLog:
             raise ProofPreconditionError(f"size {size} is not within the tree size {tree}")
         return size
 
-    def root_at(self, size: int) -> bytes:
+    @contextmanager
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
+        """The caller's connection if given (no pool checkout), else a fresh one."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as own:
+            yield own
+
+    def root_at(self, size: int, *, conn: Connection | None = None) -> bytes:
         """Root hash of the tree's first ``size`` entries (``size`` ≤ tree size)."""
-        with self.engine.connect() as conn:
+        with self._reading(conn) as conn:
             n = self._resolve_size(conn, size)
             plan = root_plan(n)
             return fold(plan, self._nodes(conn, plan))
 
-    def inclusion_proof(self, seq: int, size: int | None = None) -> InclusionProof:
+    def inclusion_proof(
+        self, seq: int, size: int | None = None, *, conn: Connection | None = None
+    ) -> InclusionProof:
         """Inclusion proof of ``seq`` in the tree of ``size`` (default: latest checkpoint).
 
         Two indexed reads: the size check and one query for O(log n) stored hashes.
+        Pass ``conn`` to reuse a connection the caller already holds.
         """
-        with self.engine.connect() as conn:
+        with self._reading(conn) as conn:
             n = self._resolve_size(conn, size)
             plan = inclusion_plan(seq, n)
             hashes = self._nodes(conn, [(0, seq), *(x for run in plan for x in run)])
         return InclusionProof(seq, n, hashes[(0, seq)], tuple(fold(run, hashes) for run in plan))
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+    def consistency_proof(
+        self, old_size: int, new_size: int | None = None, *, conn: Connection | None = None
+    ) -> list[bytes]:
         """Consistency proof from ``old_size`` to ``new_size`` (default: latest checkpoint)."""
-        with self.engine.connect() as conn:
+        with self._reading(conn) as conn:
             n = self._resolve_size(conn, new_size)
             plan = consistency_plan(old_size, n)
             hashes = self._nodes(conn, (x for run in plan for x in run))

@@ -257,3 +257,42 @@ def test_signer_type_must_be_known():
     with pytest.raises(KeyFormatError):
         NoteSigner.generate("x.example/y", 0x02)
     assert witness_signer().sig_type == COSIGNATURE_V1
+
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json)
+def test_canonical_json_fast_path_equals_rfc8785(value):
+    import rfc8785
+
+    from audit.events import canonical_json
+
+    try:
+        expected = rfc8785.dumps(value)
+    except Exception:
+        with pytest.raises(EventError):
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected
+
+
+def test_canonical_json_escapes_like_rfc8785():
+    import rfc8785
+
+    from audit.events import canonical_json
+
+    for s in ["\x00\x1f\x7f", 'quote " back \\ slash', "\u2028\u2029", "é中😀", "\b\f\n\r\t"]:
+        value = {"k": s, "\u00e9": 1, "a": [1, -(2**53) + 1]}
+        assert canonical_json(value) == rfc8785.dumps(value)
