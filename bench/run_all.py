@@ -14,6 +14,7 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("policy", ["--seconds", "2", "--http-seconds", "2"]),
     ("gate_pipeline", ["--iterations", "200"]),
     ("audit_log", ["--backend", "sqlite", "--entries", "20000", "--verify-entries", "50000"]),
+    ("he_match", ["--n", "10000", "100000", "--d", "128", "--repeat", "5"]),
 ]
 
 

@@ -22,6 +22,9 @@ from crypto.he.params import DEFAULT_PARAMETER_SET, ParameterSet, get_parameter_
 from crypto.he.protocol import QueryMapping, encrypt_probe, resolve, reveal, score_masked
 from crypto.he.wire import MaskedResult, Probe
 
+#: Alias of :func:`get_parameter_set` (the service calls it by this name).
+parameter_set = get_parameter_set
+
 __all__ = [
     "DEFAULT_PARAMETER_SET",
     "Gallery",
@@ -34,6 +37,7 @@ __all__ = [
     "QueryMapping",
     "encrypt_probe",
     "get_parameter_set",
+    "parameter_set",
     "resolve",
     "reveal",
     "score_masked",

@@ -52,14 +52,18 @@ class Gallery:
 
     @classmethod
     def build(cls, templates: npt.ArrayLike, params: ParameterSet) -> Gallery:
-        """Encode an (n × d) array of L2-normalised templates (row i = watchlist row i)."""
+        """Encode an (n × d) array of L2-normalised templates (row i = watchlist row i).
+
+        An empty watchlist (shape (0, d)) gives one all-padding block, so queries still
+        get a well-formed, all-negative result.
+        """
         t = np.asarray(templates)
-        if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
-            raise GalleryError("templates must be a non-empty n × d array")
+        if t.ndim != 2 or t.shape[1] < 1:
+            raise GalleryError("templates must be an n × d array (n may be 0)")
         if not np.issubdtype(t.dtype, np.floating) or not np.isfinite(t).all():
             raise GalleryError("templates must be finite floats")
         norms = np.linalg.norm(t.astype(np.float64), axis=1)
-        if np.abs(norms - 1.0).max() > NORM_TOLERANCE:
+        if t.shape[0] and np.abs(norms - 1.0).max() > NORM_TOLERANCE:
             raise GalleryError("templates must be L2-normalised")
         n, dim = t.shape
         try:
@@ -70,7 +74,7 @@ class Gallery:
 
         be = backend(params)
         s = params.slots
-        c_count = -(-n // s)
+        c_count = max(1, -(-n // s))
         padded = np.zeros((c_count * s, 2 * diag_count), dtype=np.float64)
         padded[:n, :dim] = t
         w = padded[:, :diag_count] - 1j * padded[:, diag_count:]

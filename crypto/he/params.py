@@ -30,8 +30,9 @@ class ParameterSet:
         poly_degree: Ring degree N (power of two); the ring has N/2 complex slots.
         primes: RNS primes; all but the last are data primes (each < 2**31 so residues
             fit in uint32 and products of two fit in uint64), the last is SEAL's special
-            prime for key switching. Total bits must respect the HE-standard bound for
-            128-bit security at this N (checked by SEAL on context creation).
+            prime for key switching (never seen by the fast path, so it may be
+            larger). Total bits must respect the HE-standard bound for 128-bit
+            security at this N (checked by SEAL on context creation).
         probe_scale_bits: log2 of the fixed-point scale of the probe encoding.
         template_scale_bits: log2 of the scale of the gallery diagonals.
         max_probe_ciphertexts: how many pre-rotated ciphertexts a gate uploads at most
@@ -61,8 +62,10 @@ class ParameterSet:
         if len(self.primes) < 2 or len(set(self.primes)) != len(self.primes):
             raise ValueError("need at least one data prime and a special prime, all distinct")
         for q in self.primes:
-            if not (1 << 20) < q < (1 << 31) or (q - 1) % (2 * n):
-                raise ValueError("every prime must be < 2**31 and congruent to 1 mod 2N")
+            if not (1 << 20) < q < (1 << 60) or (q - 1) % (2 * n):
+                raise ValueError("every prime must be < 2**60 and congruent to 1 mod 2N")
+        if max(self.data_primes) >= 1 << 31:
+            raise ValueError("data primes must be < 2**31 (uint32 residues)")
         if self.max_probe_ciphertexts < 1 or self.max_probe_ciphertexts & (
             self.max_probe_ciphertexts - 1
         ):
@@ -120,9 +123,11 @@ PARAMETER_SETS: dict[str, ParameterSet] = {
         ParameterSet(
             name="ckks-v1",
             poly_degree=4096,
-            # Two 31-bit data primes (62 bits) + a 31-bit special prime = 93 bits, under
-            # the 109-bit bound of the HE standard for 128-bit security at N = 4096.
-            primes=(2147295233, 2147352577, 2147377153),
+            # Two 31-bit data primes (62 bits) + a 47-bit special prime = 109 bits: the
+            # HE-standard bound for 128-bit security at N = 4096 (SEAL checks it). The
+            # large special prime keeps key-switching noise ~2**-16 of what a 31-bit one
+            # gives, which the d = 512 service-side rotations at scale 2**25 need.
+            primes=(2147352577, 2147377153, 140737488273409),
             probe_scale_bits=25,
             template_scale_bits=21,
             max_probe_ciphertexts=64,

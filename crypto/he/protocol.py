@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -119,6 +120,12 @@ def reveal(keys: GateKeyBundle, masked: MaskedResult) -> list[int]:
     Positions are ``ciphertext_index · slots + slot``. The decrypted values themselves are
     dropped here: they must never leave the gate (CKKS key-recovery risk).
     """
+    values = _masked_values(keys, masked)
+    return [int(x) for x in np.flatnonzero(values.reshape(-1) > 0)]
+
+
+def _masked_values(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.float64]:
+    """Decrypted real parts, shape (count, slots). Gate-internal; tests use it too."""
     _check_same(keys.params, masked.params, keys.key_id, masked.key_id)
     be = backend(keys.params)
     _, s = keys.secret_residues()
@@ -126,14 +133,13 @@ def reveal(keys: GateKeyBundle, masked: MaskedResult) -> list[int]:
     sc = s[:, conj]
     q = be.q.reshape(-1, 1)
     scale = 2.0 ** (keys.params.probe_scale_bits + keys.params.template_scale_bits)
-    positions: list[int] = []
     polys = masked.polys.astype(np.uint64)
+    out = np.empty((masked.count, keys.params.slots), dtype=np.float64)
     for i in range(masked.count):
         c0, c1, c2 = polys[i]
         m = (c0 + c1 * s % q + c2 * sc % q) % q
-        values = be.decode_residues(m, scale).real
-        positions.extend(int(i * keys.params.slots + x) for x in np.flatnonzero(values > 0))
-    return positions
+        out[i] = be.decode_residues(m, scale).real
+    return out
 
 
 # ---- service ------------------------------------------------------------------------
@@ -171,10 +177,31 @@ def _check_inputs(probe: Probe, gallery: Gallery, public: PublicKeyBundle) -> No
         raise GalleryError(f"probe has dimension {probe.dim}, gallery {gallery.dim}")
 
 
+class _Clock:
+    """Accumulates stage timings into ``sink`` (no-op when ``sink`` is None)."""
+
+    def __init__(self, sink: dict[str, float] | None) -> None:
+        self.sink = sink
+        self.last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.sink is not None:
+            now = time.perf_counter()
+            self.sink[stage] = self.sink.get(stage, 0.0) + now - self.last
+            self.last = now
+
+
 def _mac(
-    be: Backend, probe: Probe, gallery: Gallery, public: PublicKeyBundle, rotations: U64
+    be: Backend,
+    probe: Probe,
+    gallery: Gallery,
+    public: PublicKeyBundle,
+    rotations: U64,
+    clock: _Clock | None = None,
 ) -> U64:
+    clock = clock or _Clock(None)
     full = _expand_probe(be, probe, public)
+    clock.lap("probe_expand_rotate")
     diag_count = full.shape[0]
     gathers = np.stack(
         [be.galois_perm(pow(be.rotation_elt(int(r)), -1, 2 * be.n)) for r in rotations]
@@ -182,6 +209,7 @@ def _mac(
     out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint64)
     shifts = (rotations % diag_count).astype(np.int64)
     mac_rotated(gallery.diagonals, full, shifts, gathers, be.q, r32_for(be.q), out)
+    clock.lap("multiply_accumulate")
     return out
 
 
@@ -209,12 +237,15 @@ def score_masked(
     public: PublicKeyBundle,
     *,
     rng: np.random.Generator | None = None,
+    profile: dict[str, float] | None = None,
 ) -> tuple[MaskedResult, QueryMapping]:
     """Score ``probe`` against every gallery row; disclose only sign(score − threshold).
 
     ``public`` must be the bundle the key registry returned for ``probe.key_id``.
     Returns the result for the gate and the mapping the service keeps secret.
+    ``profile``, if given, receives seconds spent per stage (for the benchmark).
     """
+    clock = _Clock(profile)
     if not -1.0 < threshold < 1.0:
         raise ValueError("threshold must be in (-1, 1)")
     _check_inputs(probe, gallery, public)
@@ -223,13 +254,14 @@ def score_masked(
     be = backend(params)
     count = gallery.ciphertexts
     rotations = rng.integers(0, params.slots, size=count).astype(np.uint64)
-    y = _mac(be, probe, gallery, public, rotations)
+    y = _mac(be, probe, gallery, public, rotations, clock)
 
     q = be.q.reshape(-1, 1)
     scale_bits = params.probe_scale_bits + params.template_scale_bits
     tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
     small = be.ntt(_small_polys(params, count, rng).reshape(count * 8, -1))
     small = small.reshape(count, 8, be.k, be.n)
+    clock.lap("mask_sampling")
     pk = public.public_residues()
     conj = be.galois_perm(be.conj_elt)
     out = np.empty((count, 3, be.k, be.n), dtype=np.uint32)
@@ -244,6 +276,7 @@ def score_masked(
         out[i, 0] = (mask * ((z0 + z0[:, conj]) % q) % q + r0) % q
         out[i, 1] = (mask * z1 % q + u * pk[1] % q + e2) % q
         out[i, 2] = (mask * z1[:, conj] % q + (u2 * pk[1] % q + e22)[:, conj]) % q
+    clock.lap("masking")
     query_id = rng.bytes(16)
     result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
     mapping = QueryMapping(

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from crypto.errors import MalformedInputError, OversizedInputError
 from crypto.he.params import ParameterSet, get_parameter_set
 
-__all__ = ["MaskedResult", "Probe", "expand_seed"]
+__all__ = ["MAX_PROBE_BYTES", "MAX_RESULT_BYTES", "MaskedResult", "Probe", "expand_seed"]
 
 _PROBE_MAGIC = b"VMPB"
 _RESULT_MAGIC = b"VMMR"
@@ -42,6 +42,10 @@ _VERSION = 1
 _PROBE_HEAD = struct.Struct("<4sB32s16sHH")
 _RESULT_HEAD = struct.Struct("<4sB32s16s16sI")
 SEED_BYTES = 32
+# Default parse limits: above any probe/result a released parameter set produces for
+# d <= 512 and 1M templates. Callers that know more (the service) pass a tighter limit.
+MAX_PROBE_BYTES = 16 << 20
+MAX_RESULT_BYTES = 64 << 20
 
 U32 = npt.NDArray[np.uint32]
 
@@ -109,7 +113,7 @@ class Probe:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, max_size: int) -> Probe:
+    def from_bytes(cls, data: bytes, *, max_size: int = MAX_PROBE_BYTES) -> Probe:
         """Parse a probe; ``OversizedInputError`` if ``len(data) > max_size``."""
         if len(data) > max_size:
             raise OversizedInputError(f"probe of {len(data)} bytes > limit {max_size}")
@@ -121,9 +125,10 @@ class Probe:
         params = get_parameter_set(phash)
         try:
             expected = cls.size_for(params, dim)
+            _, baby = params.probe_layout(dim)
         except ValueError as exc:
             raise MalformedInputError(f"probe dimension invalid: {exc}") from None
-        if len(data) != expected:
+        if count != baby or len(data) != expected:
             raise MalformedInputError("probe length does not match its header")
         k, n = len(params.data_primes), params.poly_degree
         stride = SEED_BYTES + 4 * k * n
@@ -177,7 +182,7 @@ class MaskedResult:
         return head + np.ascontiguousarray(self.polys, dtype="<u4").tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, max_size: int) -> MaskedResult:
+    def from_bytes(cls, data: bytes, *, max_size: int = MAX_RESULT_BYTES) -> MaskedResult:
         """Parse a masked result; ``OversizedInputError`` if ``len(data) > max_size``."""
         if len(data) > max_size:
             raise OversizedInputError(f"masked result of {len(data)} bytes > limit {max_size}")

@@ -20,7 +20,7 @@ def test_round_trip(kek: FileKek) -> None:
     for plaintext in (b"", b"x", bytes(range(256)) * 100):
         blob = seal(kek, plaintext, b"ctx")
         assert open_sealed(kek, blob, b"ctx") == plaintext
-        assert plaintext == b"" or plaintext not in blob
+        assert len(plaintext) < 16 or plaintext not in blob
 
 
 def test_file_kek_is_private_and_reloads(kek: FileKek, tmp_path: Path) -> None:
