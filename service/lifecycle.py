@@ -155,12 +155,21 @@ def housekeeping(ctx: ServiceContext) -> None:
     ctx.audit.tick()
 
 
-async def housekeeping_loop(ctx: ServiceContext, interval_s: float = 1.0) -> None:
-    """Run :func:`housekeeping` every ``interval_s`` until cancelled."""
+async def housekeeping_loop(
+    ctx: ServiceContext, interval_s: float = 1.0, sweep_every: int = 60
+) -> None:
+    """Run :func:`housekeeping` every ``interval_s``, the retention sweep every
+    ``sweep_every`` rounds, until cancelled."""
+    from service.retention import run_sweep
+
+    rounds = 0
     while True:
         await asyncio.sleep(interval_s)
+        rounds += 1
         try:
             await asyncio.to_thread(housekeeping, ctx)
+            if rounds % sweep_every == 0:
+                await asyncio.to_thread(run_sweep, ctx)
         except Exception as exc:  # keep the loop alive; the type is enough to diagnose
             log.error("housekeeping failed", extra={"error_type": type(exc).__name__})
 

@@ -151,6 +151,7 @@ async def form_principal(request: Request, principal: SessionDep) -> Principal:
         or not isinstance(supplied, str)
         or not hmac.compare_digest(supplied.encode(), expected.encode())
     ):
+        print("DBG", request.headers.get("origin"), request.url.scheme, request.headers.get("host"), repr(supplied)[:20], repr(expected)[:20])
         raise ForbiddenError("the form is stale or came from another site", code="csrf-failed")
     return principal
 
