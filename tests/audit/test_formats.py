@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -294,5 +295,5 @@ def test_canonical_json_escapes_like_rfc8785():
     from audit.events import canonical_json
 
     for s in ["\x00\x1f\x7f", 'quote " back \\ slash', "\u2028\u2029", "é中😀", "\b\f\n\r\t"]:
-        value = {"k": s, "\u00e9": 1, "a": [1, -(2**53) + 1]}
+        value: dict[str, Any] = {"k": s, "\u00e9": 1, "a": [1, -(2**53) + 1]}
         assert canonical_json(value) == rfc8785.dumps(value)
