@@ -21,6 +21,9 @@ def _fold(acc: np.uint64, r32: np.uint64) -> np.uint64:  # pragma: no cover - ji
     return (acc & _MASK32) + (acc >> _SHIFT) * r32
 
 
+_BLOCK = 512  # slots per accumulator block: 2 × 512 × 8 B stays in L1
+
+
 @njit(parallel=True, cache=True)
 def mac_rotated(gallery, probe, shifts, gathers, q, r32, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """out[c, t, p] = Σ_j gallery[c, j, p] · probe[(j + shifts[c]) % D, t, p][gathers[c]]  mod q[p].
@@ -28,36 +31,170 @@ def mac_rotated(gallery, probe, shifts, gathers, q, r32, out):  # type: ignore[n
     gallery: uint32 (C, D, k, N); probe: uint32 (D, 2, k, N); shifts: int64 (C,);
     gathers: int64 (C, N) index maps; q, r32: uint64 (k,); out: uint64 (C, 2, k, N).
     Reading the probe through ``gathers[c]`` applies the inverse of the result
-    rotation to the probe, so the gallery is streamed contiguously.
+    rotation to the probe, so the gallery is streamed contiguously. Work is split in
+    (ciphertext, prime, block of N) tasks so both cores stay busy and the accumulators
+    stay in L1.
     """
     n_ct, n_diag, k, n = gallery.shape
-    for task in prange(n_ct * k):
-        c = task // k
-        p = task % k
+    blocks = n // _BLOCK
+    for task in prange(n_ct * k * blocks):
+        c = task // (k * blocks)
+        p = (task // blocks) % k
+        x0 = (task % blocks) * _BLOCK
         qq = q[p]
         rr = r32[p]
-        g = gathers[c]
-        acc0 = np.zeros(n, dtype=np.uint64)
-        acc1 = np.zeros(n, dtype=np.uint64)
+        g = gathers[c, x0 : x0 + _BLOCK]
+        acc0 = np.zeros(_BLOCK, dtype=np.uint64)
+        acc1 = np.zeros(_BLOCK, dtype=np.uint64)
         for j in range(n_diag):
             jj = (j + shifts[c]) % n_diag
-            gal = gallery[c, j, p]
+            gal = gallery[c, j, p, x0 : x0 + _BLOCK]
             p0 = probe[jj, 0, p]
             p1 = probe[jj, 1, p]
-            for x in range(n):
+            for x in range(_BLOCK):
                 w = np.uint64(gal[x])
                 gx = g[x]
                 acc0[x] += w * np.uint64(p0[gx])
                 acc1[x] += w * np.uint64(p1[gx])
             if j % 3 == 2:
-                for x in range(n):
+                for x in range(_BLOCK):
                     acc0[x] = _fold(acc0[x], rr)
                     acc1[x] = _fold(acc1[x], rr)
+        for x in range(_BLOCK):
+            out[c, 0, p, x0 + x] = _fold(_fold(acc0[x], rr), rr) % qq
+            out[c, 1, p, x0 + x] = _fold(_fold(acc1[x], rr), rr) % qq
+
+
+@njit(cache=True, inline="always")
+def _red(v: np.uint64, q: np.uint64) -> np.uint64:  # pragma: no cover - jitted
+    """v mod q for v < 2q, branch-free."""
+    return min(v, v - q)
+
+
+@njit(cache=True, inline="always")
+def _mulmod(a, b, q, mu):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """a·b mod q for a, b < q < 2**31, Barrett with mu = floor(2**62 / q)."""
+    x = a * b
+    qhat = ((x >> np.uint64(30)) * mu) >> _SHIFT
+    r = x - qhat * q  # < 4q
+    r = min(r, r - q - q)
+    return min(r, r - q)
+
+
+@njit(parallel=True, cache=True)
+def mask_combine(y, pad_bias, tau, small, pk, rot_perms, conj, q, mu, order, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """The masking of ``crypto.he.protocol`` in one pass per (result ciphertext, prime).
+
+    With Y the scored block c (threshold subtracted, padding biased), Z = σ_r(Y) the
+    rotated one, Zc = σ_conj(Z), mask A = 1 + H·σ_conj(H), and fresh rerandomisers
+    (u, F, e2) and (u', e2'), writes for result position i (block c = order[i])::
+
+        c0 = A·(Z0 + Zc0) + u·p0 + F + σ_conj(u'·p0)
+        c1 = A·Z1 + u·p1 + e2
+        c2 = A·Zc1 + σ_conj(u'·p1 + e2')
+
+    y: (C, 2, k, N) uint64; pad_bias: (C, k, N); tau: (k,) = τ·Δ mod q; small: NTT of
+    (h, u, F, e2, u', e2') as (C, 6, k, N); pk: (2, k, N); rot_perms: (C, N);
+    conj: (N,); q, mu: (k,); order: (C,); out: uint32 (C, 3, k, N).
+    """
+    n_ct, _, k, n = y.shape
+    one = np.uint64(1)
+    for task in prange(n_ct * k):
+        i = task // k
+        p = task % k
+        c = order[i]
+        qq = q[p]
+        mm = mu[p]
+        tq = qq - tau[p]
         for x in range(n):
-            out[c, 0, p, x] = _fold(_fold(acc0[x], rr), rr) % qq
-            out[c, 1, p, x] = _fold(_fold(acc1[x], rr), rr) % qq
+            cx = conj[x]
+            rx = rot_perms[c, x]
+            rcx = rot_perms[c, cx]
+            z0 = _red(_red(y[c, 0, p, rx] + pad_bias[c, p, rx], qq) + tq, qq)
+            zc0 = _red(_red(y[c, 0, p, rcx] + pad_bias[c, p, rcx], qq) + tq, qq)
+            z1 = y[c, 1, p, rx]
+            zc1 = y[c, 1, p, rcx]
+            a = _red(one + _mulmod(small[c, 0, p, x], small[c, 0, p, cx], qq, mm), qq)
+            r0 = _red(_mulmod(small[c, 1, p, x], pk[0, p, x], qq, mm) + small[c, 2, p, x], qq)
+            r0 = _red(r0 + _mulmod(small[c, 4, p, cx], pk[0, p, cx], qq, mm), qq)
+            r1 = _red(_mulmod(small[c, 1, p, x], pk[1, p, x], qq, mm) + small[c, 3, p, x], qq)
+            r2 = _red(_mulmod(small[c, 4, p, cx], pk[1, p, cx], qq, mm) + small[c, 5, p, cx], qq)
+            out[i, 0, p, x] = _red(_mulmod(a, _red(z0 + zc0, qq), qq, mm) + r0, qq)
+            out[i, 1, p, x] = _red(_mulmod(a, z1, qq, mm) + r1, qq)
+            out[i, 2, p, x] = _red(_mulmod(a, zc1, qq, mm) + r2, qq)
 
 
 def r32_for(q: np.ndarray) -> np.ndarray:
     """2**32 mod q for each prime (uint64)."""
     return np.array([(1 << 32) % int(x) for x in q], dtype=np.uint64)
+
+
+def mu_for(q: np.ndarray) -> np.ndarray:
+    """Barrett constants floor(2**62 / q) for each prime (uint64)."""
+    return np.array([(1 << 62) // int(x) for x in q], dtype=np.uint64)
+
+
+@njit(cache=True)
+def _ntt_one(a, psi_rev, psi_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """In-place negacyclic NTT with bit-reversed output (Longa–Naehrig), as SEAL orders it.
+
+    a: uint64 (N,) values < q < 2**31; psi_rev[k] = ψ^{bitrev(k)}; psi_shoup[k] =
+    floor(psi_rev[k]·2**32 / q) for Shoup multiplication.
+    """
+    n = a.shape[0]
+    t = n
+    m = 1
+    while m < n:
+        t >>= 1
+        for i in range(m):
+            j1 = 2 * i * t
+            w = psi_rev[m + i]
+            ws = psi_shoup[m + i]
+            for j in range(j1, j1 + t):
+                u = a[j]
+                x = a[j + t]
+                qhat = (x * ws) >> _SHIFT
+                v = x * w - qhat * q  # in [0, 2q)
+                # Branch-free conditional subtractions: if y < q, y − q wraps above y.
+                v = min(v, v - q)
+                s = u + v
+                d = u + q - v
+                a[j] = min(s, s - q)
+                a[j + t] = min(d, d - q)
+        m <<= 1
+
+
+@njit(parallel=True, cache=True)
+def ntt_many(polys, q, psi_rev, psi_shoup, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """out[m, p] = NTT_p(polys[m] mod q[p]) for small signed int64 polys (m, N)."""
+    count, n = polys.shape
+    k = q.shape[0]
+    for task in prange(count * k):
+        m = task // k
+        p = task % k
+        qq = q[p]
+        a = np.empty(n, dtype=np.uint64)
+        qi = np.int64(qq)
+        for x in range(n):
+            v = polys[m, x] % qi
+            a[x] = np.uint64(v)
+        _ntt_one(a, psi_rev[p], psi_shoup[p], qq)
+        out[m, p] = a
+
+
+def ntt_tables(primes: np.ndarray, psis: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """ψ powers in bit-reversed order and their Shoup companions, per prime (k, N)."""
+    bits = n.bit_length() - 1
+    rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], dtype=np.int64)
+    k = len(psis)
+    psi_rev = np.empty((k, n), dtype=np.uint64)
+    psi_shoup = np.empty((k, n), dtype=np.uint64)
+    for p, (q, psi) in enumerate(zip(primes, psis, strict=True)):
+        qi = int(q)
+        powers = [1] * n
+        for i in range(1, n):
+            powers[i] = powers[i - 1] * psi % qi
+        vals = [powers[r] for r in rev]
+        psi_rev[p] = vals
+        psi_shoup[p] = [(v << 32) // qi for v in vals]
+    return psi_rev, psi_shoup
