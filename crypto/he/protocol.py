@@ -217,7 +217,8 @@ def _centered_binomial(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.
     """Centered binomial with η = 21 (σ ≈ 3.24, |x| ≤ 21): SEAL's σ = 3.2 error, cheaply."""
     bits = rng.integers(0, 1 << 42, size=shape, dtype=np.int64)
     low = np.bitwise_count(bits & ((1 << 21) - 1)).astype(np.int64)
-    return low - np.bitwise_count(bits >> 21).astype(np.int64)
+    high = np.bitwise_count(bits >> 21).astype(np.int64)
+    return np.asarray(low - high, dtype=np.int64)
 
 
 def _small_polys(

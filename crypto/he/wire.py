@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from crypto.errors import MalformedInputError, OversizedInputError
 from crypto.he.params import ParameterSet, get_parameter_set
@@ -51,13 +52,17 @@ U32 = npt.NDArray[np.uint32]
 
 
 def expand_seed(params: ParameterSet, seed: bytes) -> npt.NDArray[np.uint64]:
-    """Uniform polynomial (k, N) mod each data prime from a 32-byte seed (SHAKE-256).
+    """Uniform polynomial (k, N) mod each data prime from a 32-byte seed.
 
-    64-bit words reduced mod a 31-bit prime: bias below 2**-32 per coefficient.
+    PRG: AES-256-CTR (AES-NI, ~10× faster than SHAKE-256 here) under the key
+    SHA-256(domain ‖ parameter hash ‖ seed), zero counter. 64-bit words reduced mod a
+    31-bit prime: bias below 2**-32 per coefficient.
     """
     k, n = len(params.data_primes), params.poly_degree
-    xof = hashlib.shake_256(b"veilmatch/he/seed/v1\x00" + params.hash + seed)
-    words = np.frombuffer(xof.digest(8 * k * n), dtype="<u8").reshape(k, n)
+    key = hashlib.sha256(b"veilmatch/he/seed/v1\x00" + params.hash + seed).digest()
+    prg = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+    stream = prg.update(bytes(8 * k * n))
+    words = np.frombuffer(stream, dtype="<u8").reshape(k, n)
     q = np.array(params.data_primes, dtype=np.uint64).reshape(k, 1)
     return words % q
 
