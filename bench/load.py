@@ -208,6 +208,8 @@ def run_once(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
             for thread in threads:
                 thread.join()
             window_end = time.monotonic()
+            for client in clients.values():
+                client.close()
         finally:
             t = time.perf_counter()
             exit_code = stack.stop()
