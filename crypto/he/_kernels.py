@@ -86,16 +86,19 @@ def mask_combine(y, pad_bias, tau, small, pk, rot_perms, conj, q, mu, order, out
     """The masking of ``crypto.he.protocol`` in one pass per (result ciphertext, prime).
 
     With Y the scored block c (threshold subtracted, padding biased), Z = σ_r(Y) the
-    rotated one, Zc = σ_conj(Z), mask A = 1 + H·σ_conj(H), and fresh rerandomisers
-    (u, F, e2) and (u', e2'), writes for result position i (block c = order[i])::
+    rotated one, mask A = 1 + H·σ_conj(H) (exactly real, so σ_conj(A) = A), and a fresh
+    rerandomiser R = (u·p0 + F, u·p1 + e2), writes for result position i (c = order[i])::
 
-        c0 = A·(Z0 + Zc0) + u·p0 + F + σ_conj(u'·p0)
-        c1 = A·Z1 + u·p1 + e2
-        c2 = A·Zc1 + σ_conj(u'·p1 + e2')
+        c0 = A·(Z0 + σ_conj(Z0)) + R0 + σ_conj(R0)
+        c1 = A·Z1 + R1
+
+    (c0, c1, σ_conj(c1)) decrypts under (1, s, σ_conj(s)) to 2·Re(A·Z + R): the gate
+    gets the real part only; c0 is conjugation-symmetric, so the imaginary part of
+    A·Z is not recoverable from it.
 
     y: (C, 2, k, N) uint64; pad_bias: (C, k, N); tau: (k,) = τ·Δ mod q; small: NTT of
-    (h, u, F, e2, u', e2') as (C, 6, k, N); pk: (2, k, N); rot_perms: (C, N);
-    conj: (N,); q, mu: (k,); order: (C,); out: uint32 (C, 3, k, N).
+    (h, u, F, e2) as (C, 4, k, N); pk: (2, k, N); rot_perms: (C, N); conj: (N,);
+    q, mu: (k,); order: (C,); out: uint32 (C, 2, k, N).
     """
     n_ct, _, k, n = y.shape
     one = np.uint64(1)
@@ -112,55 +115,42 @@ def mask_combine(y, pad_bias, tau, small, pk, rot_perms, conj, q, mu, order, out
             rcx = rot_perms[c, cx]
             z0 = _red(_red(y[c, 0, p, rx] + pad_bias[c, p, rx], qq) + tq, qq)
             zc0 = _red(_red(y[c, 0, p, rcx] + pad_bias[c, p, rcx], qq) + tq, qq)
-            z1 = y[c, 1, p, rx]
-            zc1 = y[c, 1, p, rcx]
             a = _red(one + _mulmod(small[c, 0, p, x], small[c, 0, p, cx], qq, mm), qq)
             r0 = _red(_mulmod(small[c, 1, p, x], pk[0, p, x], qq, mm) + small[c, 2, p, x], qq)
-            r0 = _red(r0 + _mulmod(small[c, 4, p, cx], pk[0, p, cx], qq, mm), qq)
+            r0c = _red(_mulmod(small[c, 1, p, cx], pk[0, p, cx], qq, mm) + small[c, 2, p, cx], qq)
             r1 = _red(_mulmod(small[c, 1, p, x], pk[1, p, x], qq, mm) + small[c, 3, p, x], qq)
-            r2 = _red(_mulmod(small[c, 4, p, cx], pk[1, p, cx], qq, mm) + small[c, 5, p, cx], qq)
-            out[i, 0, p, x] = _red(_mulmod(a, _red(z0 + zc0, qq), qq, mm) + r0, qq)
-            out[i, 1, p, x] = _red(_mulmod(a, z1, qq, mm) + r1, qq)
-            out[i, 2, p, x] = _red(_mulmod(a, zc1, qq, mm) + r2, qq)
-
-
-def r32_for(q: np.ndarray) -> np.ndarray:
-    """2**32 mod q for each prime (uint64)."""
-    return np.array([(1 << 32) % int(x) for x in q], dtype=np.uint64)
-
-
-def mu_for(q: np.ndarray) -> np.ndarray:
-    """Barrett constants floor(2**62 / q) for each prime (uint64)."""
-    return np.array([(1 << 62) // int(x) for x in q], dtype=np.uint64)
+            out[i, 0, p, x] = _red(_mulmod(a, _red(z0 + zc0, qq), qq, mm) + _red(r0 + r0c, qq), qq)
+            out[i, 1, p, x] = _red(_mulmod(a, y[c, 1, p, rx], qq, mm) + r1, qq)
 
 
 @njit(cache=True)
 def _ntt_one(a, psi_rev, psi_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """In-place negacyclic NTT with bit-reversed output (Longa–Naehrig), as SEAL orders it.
 
-    a: uint64 (N,) values < q < 2**31; psi_rev[k] = ψ^{bitrev(k)}; psi_shoup[k] =
-    floor(psi_rev[k]·2**32 / q) for Shoup multiplication.
+    a: uint32 (N,) values < q < 2**31; psi_rev[k] = ψ^{bitrev(k)}; psi_shoup[k] =
+    floor(psi_rev[k]·2**32 / q) (Shoup multiplication). uint32 storage lets LLVM use
+    32×32→64-bit vector multiplies; comparisons are branch-free.
     """
     n = a.shape[0]
     t = n
     m = 1
+    q32 = np.uint32(q)
     while m < n:
         t >>= 1
         for i in range(m):
             j1 = 2 * i * t
-            w = psi_rev[m + i]
-            ws = psi_shoup[m + i]
+            w = np.uint64(psi_rev[m + i])
+            ws = np.uint64(psi_shoup[m + i])
             for j in range(j1, j1 + t):
                 u = a[j]
-                x = a[j + t]
+                x = np.uint64(a[j + t])
                 qhat = (x * ws) >> _SHIFT
-                v = x * w - qhat * q  # in [0, 2q)
-                # Branch-free conditional subtractions: if y < q, y − q wraps above y.
-                v = min(v, v - q)
-                s = u + v
-                d = u + q - v
-                a[j] = min(s, s - q)
-                a[j + t] = min(d, d - q)
+                v = np.uint32(x * w - qhat * q)  # in [0, 2q)
+                v = min(v, np.uint32(v - q32))
+                s = np.uint32(u + v)
+                d = np.uint32(u + q32 - v)
+                a[j] = min(s, np.uint32(s - q32))
+                a[j + t] = min(d, np.uint32(d - q32))
         m <<= 1
 
 
@@ -173,13 +163,14 @@ def ntt_many(polys, q, psi_rev, psi_shoup, out):  # type: ignore[no-untyped-def]
         m = task // k
         p = task % k
         qq = q[p]
-        a = np.empty(n, dtype=np.uint64)
+        a = np.empty(n, dtype=np.uint32)
         qi = np.int64(qq)
         for x in range(n):
             v = polys[m, x] % qi
-            a[x] = np.uint64(v)
+            a[x] = np.uint32(v)
         _ntt_one(a, psi_rev[p], psi_shoup[p], qq)
-        out[m, p] = a
+        for x in range(n):
+            out[m, p, x] = np.uint64(a[x])
 
 
 def ntt_tables(primes: np.ndarray, psis: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,8 +178,8 @@ def ntt_tables(primes: np.ndarray, psis: list[int], n: int) -> tuple[np.ndarray,
     bits = n.bit_length() - 1
     rev = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], dtype=np.int64)
     k = len(psis)
-    psi_rev = np.empty((k, n), dtype=np.uint64)
-    psi_shoup = np.empty((k, n), dtype=np.uint64)
+    psi_rev = np.empty((k, n), dtype=np.uint32)
+    psi_shoup = np.empty((k, n), dtype=np.uint32)
     for p, (q, psi) in enumerate(zip(primes, psis, strict=True)):
         qi = int(q)
         powers = [1] * n
@@ -198,3 +189,13 @@ def ntt_tables(primes: np.ndarray, psis: list[int], n: int) -> tuple[np.ndarray,
         psi_rev[p] = vals
         psi_shoup[p] = [(v << 32) // qi for v in vals]
     return psi_rev, psi_shoup
+
+
+def r32_for(q: np.ndarray) -> np.ndarray:
+    """2**32 mod q for each prime (uint64)."""
+    return np.array([(1 << 32) % int(x) for x in q], dtype=np.uint64)
+
+
+def mu_for(q: np.ndarray) -> np.ndarray:
+    """Barrett constants floor(2**62 / q) for each prime (uint64)."""
+    return np.array([(1 << 62) // int(x) for x in q], dtype=np.uint64)

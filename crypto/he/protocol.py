@@ -13,8 +13,9 @@ Masking (step 2), per query and per result ciphertext c, all on NTT residues:
   automorphism so the gallery streams contiguously; the result is then permuted);
 * keep only the real part and scale each slot by a fresh positive A_k = 1 + |h(ζ_k)|²
   (h a fresh sparse ternary polynomial, so A_k ∈ [1, w² + 1] exactly real): the result
-  is (c0, c1, c2) with c2 the conjugated part, decrypting under (1, s, conj(s));
-* rerandomise with fresh public-key encryptions of zero;
+  (c0, c1) has a conjugation-symmetric c0 and decrypts, with the implied third part
+  conj(c1), under (1, s, conj(s)) to 2·Re(A ⊙ scores);
+* rerandomise with a fresh public-key encryption of zero (the flood is its c0 error);
 * shuffle the order of the result ciphertexts.
 
 The gate sees A_k·(score_k − τ) + noise: its sign, and a magnitude drawn afresh each time.
@@ -136,7 +137,8 @@ def _masked_values(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.
     polys = masked.polys.astype(np.uint64)
     out = np.empty((masked.count, keys.params.slots), dtype=np.float64)
     for i in range(masked.count):
-        c0, c1, c2 = polys[i]
+        c0, c1 = polys[i]
+        c2 = c1[:, conj]  # the conjugated component is implied: σ_conj(c1)
         m = (c0 + c1 * s % q + c2 * sc % q) % q
         out[i] = be.decode_residues(m, scale).real
     return out
@@ -224,19 +226,19 @@ def _centered_binomial(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.
 def _small_polys(
     params: ParameterSet, count: int, rng: np.random.Generator
 ) -> npt.NDArray[np.int64]:
-    """Per result ciphertext: h (sparse ternary), u, F (flood), e2, u', e2' — (count, 6, N)."""
+    """Per result ciphertext: h (sparse ternary), u (ternary), F (flood), e2 — (count, 4, N)."""
     n = params.poly_degree
-    out = np.empty((count, 6, n), dtype=np.int64)
+    out = np.empty((count, 4, n), dtype=np.int64)
     out[:, 0] = 0
     # h: mask_weight signed unit coefficients (collisions only lower the L1 norm, so
     # |h(ζ)| <= mask_weight still bounds the mask A <= mask_weight**2 + 1).
     pos = rng.integers(0, n, size=(count, params.mask_weight))
     signs = rng.integers(0, 2, size=(count, params.mask_weight)) * 2 - 1
     np.add.at(out[:, 0], (np.arange(count)[:, None], pos), signs)
-    out[:, [1, 4]] = rng.integers(-1, 2, size=(count, 2, n), dtype=np.int8)
+    out[:, 1] = rng.integers(-1, 2, size=(count, n), dtype=np.int8)
     bound = 1 << params.flood_bits
     out[:, 2] = rng.integers(-bound, bound + 1, size=(count, n), dtype=np.int64)
-    out[:, [3, 5]] = _centered_binomial(rng, (count, 2, n))
+    out[:, 3] = _centered_binomial(rng, (count, n))
     return out
 
 
@@ -268,12 +270,12 @@ def score_masked(
 
     scale_bits = params.probe_scale_bits + params.template_scale_bits
     tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
-    small = be.ntt_fast(_small_polys(params, count, rng).reshape(count * 6, -1))
-    small = small.reshape(count, 6, be.k, be.n)
+    small = be.ntt_fast(_small_polys(params, count, rng).reshape(count * 4, -1))
+    small = small.reshape(count, 4, be.k, be.n)
     clock.lap("mask_sampling")
     rot_perms = np.stack([be.galois_perm(be.rotation_elt(int(r))) for r in rotations])
     order = rng.permutation(count)
-    out = np.empty((count, 3, be.k, be.n), dtype=np.uint32)
+    out = np.empty((count, 2, be.k, be.n), dtype=np.uint32)
     mask_combine(
         y,
         gallery.pad_bias,

@@ -16,10 +16,10 @@ Each ciphertext is seeded: its c1 is ``expand_seed`` of the seed, so only c0 is 
 Masked result, version 1 (service → gate)::
 
     magic "VMMR" | version u8 = 1 | params hash 32 B | key id 16 B | query id 16 B
-    | count u32 | count × (3 polynomials × k·N u32)
+    | count u32 | count × (2 polynomials × k·N u32)
 
-A result ciphertext has three polynomials (c0, c1, c2) and decrypts with the key
-(1, s, conj(s)) — see ``docs/crypto.md``.
+A result ciphertext (c0, c1) decrypts, together with the implied third polynomial
+conj(c1), under the key (1, s, conj(s)) — see ``docs/crypto.md``.
 """
 
 from __future__ import annotations
@@ -155,11 +155,11 @@ class MaskedResult:
     params: ParameterSet
     key_id: str
     query_id: bytes
-    polys: U32 = field(repr=False)  # (count, 3, k, N)
+    polys: U32 = field(repr=False)  # (count, 2, k, N)
 
     def __post_init__(self) -> None:
         k, n = len(self.params.data_primes), self.params.poly_degree
-        if self.polys.ndim != 4 or self.polys.shape[1:] != (3, k, n) or self.polys.shape[0] < 1:
+        if self.polys.ndim != 4 or self.polys.shape[1:] != (2, k, n) or self.polys.shape[0] < 1:
             raise MalformedInputError("masked result has the wrong shape")
         _check_residues(self.params, self.polys.reshape(-1, k, n), "masked result")
         if len(self.query_id) != 16 or len(bytes.fromhex(self.key_id)) != 16:
@@ -173,7 +173,7 @@ class MaskedResult:
     @staticmethod
     def size_for(params: ParameterSet, count: int) -> int:
         k, n = len(params.data_primes), params.poly_degree
-        return _RESULT_HEAD.size + count * 3 * 4 * k * n
+        return _RESULT_HEAD.size + count * 2 * 4 * k * n
 
     def to_bytes(self) -> bytes:
         head = _RESULT_HEAD.pack(
@@ -200,5 +200,5 @@ class MaskedResult:
         if count < 1 or len(data) != cls.size_for(params, count):
             raise MalformedInputError("masked result length does not match its header")
         k, n = len(params.data_primes), params.poly_degree
-        polys = np.frombuffer(data, dtype="<u4", offset=_RESULT_HEAD.size).reshape(count, 3, k, n)
+        polys = np.frombuffer(data, dtype="<u4", offset=_RESULT_HEAD.size).reshape(count, 2, k, n)
         return cls(params=params, key_id=kid.hex(), query_id=qid, polys=polys.copy())
