@@ -280,6 +280,7 @@ class Record:
     near_threshold: bool
     watchlisted: bool
     error: str | None = None
+    query_id: str | None = None
 
 
 def percentiles(
@@ -411,6 +412,7 @@ class Simulation:
                     len(traveller.expected_rows),
                     traveller.near_threshold,
                     traveller.watchlisted,
+                    query_id=outcome.query_id,
                 )
             except (ServiceRefusedError, ServiceUnreachableError) as exc:
                 code = exc.code if isinstance(exc, ServiceRefusedError) else "unreachable"

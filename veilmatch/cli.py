@@ -22,6 +22,7 @@ from policy.cli import app as policy_app
 from policy.retention_cli import app as retention_app
 from veilmatch.errors import ConfigurationError, VeilmatchError
 from veilmatch.settings import load_settings
+from veilmatch.simulate import simulate as simulate_command
 
 app = typer.Typer(
     help="veilmatch: encrypted, policy-governed, audited face matching for border gates.",
@@ -39,6 +40,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(retention_app, name="retention")
 app.add_typer(db_app, name="db")
 app.add_typer(dev_app, name="dev")
+app.command("simulate")(simulate_command)
 
 
 @app.command()
