@@ -78,8 +78,8 @@ async def alert_stream(request: Request, ctx: CtxDep, principal: SessionDep) -> 
     require_page(request, ctx, principal, "console.alerts", "alert.read")
     deadline = ctx.now() + STREAM_LIFETIME
 
-    async def events() -> AsyncIterator[dict[str, str]]:
-        yield {"event": "ready", "data": "{}", "retry": "3000"}
+    async def events() -> AsyncIterator[dict[str, str | int]]:
+        yield {"event": "ready", "data": "{}", "retry": 3000}
         async for item in ctx.bus.subscribe():
             safe = {k: str(item.get(k, "")) for k in ("id", "status", "kind", "gate_id")}
             yield {"event": "alert", "data": json.dumps(safe)}
@@ -238,10 +238,17 @@ def watchlist_page(request: Request, ctx: CtxDep, principal: SessionDep) -> Resp
     with ctx.transaction() as conn:
         entries = [e.public(now) for e in watchlist.list_entries(conn, 500, 0)]
     alert_params = versions_for(ctx).active().data.get("params.alert", {})
-    # Shown forms assume a legal basis will be given (the forms require one).
+    # Which forms to show (the forms require a legal basis; approval is asked per entry
+    # with its enroller). Each action is authorised again with its real facts when it runs.
     can = {
         action: allowed(ctx, principal, f"watchlist.{action}", {"legal_basis": "given"})
-        for action in ("enrol", "approve", "renew", "revoke")
+        for action in ("enrol", "renew", "revoke")
+    }
+    approvable = {
+        e["id"]
+        for e in entries
+        if e["status"] == "pending"
+        and allowed(ctx, principal, "watchlist.approve", {"enrolled_by": e["created_by"]})
     }
     done = request.query_params.get("done")
     return render(
@@ -250,6 +257,7 @@ def watchlist_page(request: Request, ctx: CtxDep, principal: SessionDep) -> Resp
         {
             "entries": entries,
             "can": can,
+            "approvable": approvable,
             "categories": sorted(alert_params.get("categories", {})),
             "legal_bases": alert_params.get("legal_bases", {}),
             "default_expiry": (now + dt.timedelta(days=180)).date().isoformat(),

@@ -132,10 +132,11 @@ SessionDep = Annotated[Principal, Depends(session_principal)]
 
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        # Browsers send Origin on every cross-site POST; its absence means same-site
-        # navigation or a non-browser client, which the CSRF field still covers.
-        return origin is None
+    if origin is None:
+        # Browsers send Origin on every POST (console pages use the ``same-origin``
+        # referrer policy, so it is never ``null`` from them); without one this is a
+        # non-browser client, which the CSRF field still covers.
+        return True
     expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
     return hmac.compare_digest(origin, expected)
 
@@ -151,7 +152,6 @@ async def form_principal(request: Request, principal: SessionDep) -> Principal:
         or not isinstance(supplied, str)
         or not hmac.compare_digest(supplied.encode(), expected.encode())
     ):
-        print("DBG", request.headers.get("origin"), request.url.scheme, request.headers.get("host"), repr(supplied)[:20], repr(expected)[:20])
         raise ForbiddenError("the form is stale or came from another site", code="csrf-failed")
     return principal
 

@@ -153,6 +153,9 @@ class ConsoleRoute(APIRoute):
                 token, expires = renewed
                 set_cookie(response, token, expires, request.state.console_csrf or None)
             response.headers["content-security-policy"] = CONSOLE_CSP
+            # Same-origin referrers only: with the API's ``no-referrer`` the browser
+            # would send ``Origin: null`` on form posts and the Origin check could not work.
+            response.headers["referrer-policy"] = "same-origin"
             return response
 
         return handler

@@ -63,7 +63,13 @@
   async function verifyCheckpoint(noteText, vkey) {
     const split = noteText.lastIndexOf("\n\n");
     const body = noteText.slice(0, split + 1);
-    const [name, keyIdHex, keyB64] = vkey.trim().split("+");
+    // <name>+<hex key id>+<base64(type || key)>; the base64 part may itself contain "+".
+    const text = vkey.trim();
+    const first = text.indexOf("+");
+    const second = text.indexOf("+", first + 1);
+    const name = text.slice(0, first);
+    const keyIdHex = text.slice(first + 1, second);
+    const keyB64 = text.slice(second + 1);
     const typeAndKey = b64(keyB64);
     if (typeAndKey[0] !== 1 || typeAndKey.length !== 33) throw new Error("not an Ed25519 log key");
     const enc = new TextEncoder();
