@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.veilmatch-installed
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench install clean browser-deps
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(PY) -m veilmatch.demo
 
-test: $(STAMP) lint
+# The console's browser tests drive Debian's system Chromium (Playwright never downloads one).
+browser-deps:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) lint browser-deps
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

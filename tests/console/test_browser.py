@@ -46,7 +46,6 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 20_000
 expect.set_options(timeout=TIMEOUT_MS)
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
 
 
 def _spki_pin(cert_path: Path) -> str:
@@ -71,6 +70,7 @@ def repo(console_service):
 @pytest.fixture(scope="module")
 def browser(service) -> Iterator[Browser]:
     """System Chromium trusting exactly the service's certificate key (no downloads)."""
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make browser-deps`"
     pin = _spki_pin(service.settings.tls_cert)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
