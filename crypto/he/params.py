@@ -130,7 +130,10 @@ PARAMETER_SETS: dict[str, ParameterSet] = {
             primes=(2147352577, 2147377153, 140737488273409),
             probe_scale_bits=25,
             template_scale_bits=21,
-            max_probe_ciphertexts=64,
+            # The gate uploads every rotation for d <= 512 (no service key switching, no
+            # key-switching noise: d = 512 stays within 1e-4). Larger d uses rotations by
+            # 256 with the one Galois key, at ~2e-5 extra error per key switch.
+            max_probe_ciphertexts=256,
             mask_weight=32,
             flood_bits=26,
             pad_bias=2.0,
