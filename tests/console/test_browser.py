@@ -47,7 +47,6 @@ TIMEOUT_MS = 20_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
-
 def _spki_pin(cert_path: Path) -> str:
     """base64 SHA-256 of the server certificate's public key (Chromium's pin format)."""
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
