@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import uuid
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from service.errors import (
     ConflictError,
     ForbiddenError,
     MalformedRequestError,
+    QueryExpiredError,
     RateLimitedError,
 )
 from service.gates import GateIdentity
@@ -125,7 +127,7 @@ def _idempotent(
 ) -> Response | None:
     """A stored response for a retried request id, or None. Another body: 409."""
     digest = hashlib.sha256(body).hexdigest()
-    with ctx.transaction() as conn:
+    with ctx.reader() as conn:
         row = conn.execute(
             sa.select(idempotency_keys).where(
                 idempotency_keys.c.gate_id == gate_id,
@@ -136,9 +138,16 @@ def _idempotent(
         return None
     if row.route != route or row.body_sha256 != digest:
         raise ConflictError("request id reused with a different body", code="request-id-reused")
-    return Response(
-        bytes(row.response), status_code=int(row.status_code), media_type="application/json"
-    )
+    stored = bytes(row.response)
+    if route == "match":
+        # Masked results are large and only useful while their mapping lives: the
+        # database keeps the query id, memory keeps the response until the TTL.
+        query_id = json.loads(stored)["query_id"]
+        payload = ctx.pending.response_for(query_id, gate_id, ctx.now())
+        if payload is None:
+            raise QueryExpiredError("the retried query expired; send a new request")
+        stored = payload
+    return Response(stored, status_code=int(row.status_code), media_type="application/json")
 
 
 def _store_idempotent(
@@ -283,7 +292,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
 
 
 def _match_policy(ctx: ServiceContext, identity: GateIdentity, now: dt.datetime) -> Any:
-    with ctx.transaction() as conn:
+    with ctx.reader() as conn:
         gate = conn.execute(sa.select(gates).where(gates.c.id == identity.gate_id)).one()
         key = conn.execute(
             sa.select(gate_keys).where(
@@ -403,6 +412,7 @@ async def match(request: Request) -> Response:
             outcome.gallery_version,
             expires,
             probe,
+            payload,
         )
     )
     await run_in_threadpool(run)

@@ -90,6 +90,12 @@ class ServiceContext:
                 conn.rollback()
                 raise
 
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A connection for reads only (no write lock on SQLite)."""
+        with self.engine.connect() as conn:
+            yield conn
+
     def record(self, conn: Connection, *events: ServiceEvent) -> None:
         """Append audit events inside ``conn``'s transaction, timing the append."""
         started = time.perf_counter()

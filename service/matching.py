@@ -159,6 +159,7 @@ class PendingQuery:
     gallery_version: str
     expires_at: dt.datetime
     probe: bytes
+    response: bytes = b""
 
 
 class PendingStore:
@@ -183,6 +184,14 @@ class PendingStore:
         if item.expires_at <= now:
             raise QueryExpiredError("the query expired before it was revealed")
         return item
+
+    def response_for(self, query_id: str, gate_id: str, now: dt.datetime) -> bytes | None:
+        """The match response of a still-pending query (for an idempotent retry)."""
+        with self._lock:
+            item = self._items.get(query_id)
+        if item is None or item.gate_id != gate_id or item.expires_at <= now:
+            return None
+        return item.response
 
     def purge(self, now: dt.datetime) -> list[str]:
         """Drop expired mappings; returns their query ids."""

@@ -28,6 +28,7 @@ from gate.client import (
     GateClient,
     MatchOutcome,
     SealGateCrypto,
+    ServiceRefusedError,
     ServiceUnreachableError,
     pseudonymise,
 )
@@ -165,11 +166,26 @@ def test_full_protocol_match_and_non_match(service, faces, gate, tmp_path):
     assert isinstance(verified_size, int) and verified_size >= len(entries)
 
 
-def test_retry_is_idempotent_and_reveal_after_ttl_is_gone(service, faces, gate):
-    probe = gate.he.encrypt(faces["stranger"])
-    first = gate.send_probe(probe, request_id="retry-request-0001")
-    again = gate.send_probe(probe, request_id="retry-request-0001")
-    assert first.query_id == again.query_id and first.outcome == again.outcome
+def test_retry_is_idempotent_while_pending(service, faces, gate):
+    probe = base64.b64encode(gate.he.encrypt(faces["stranger"])).decode()
+    body = {"request_id": "retry-request-0001", "probe": probe}
+    first = gate._post("/gate/v1/match", body)
+    again = gate._post("/gate/v1/match", body)  # a retry: same response, same query
+    assert again == first
+    with pytest.raises(ServiceRefusedError) as reused:  # same id, another body
+        gate._post("/gate/v1/match", {**body, "doc_pseudonym": "0" * 64})
+    assert reused.value.code == "request-id-reused"
+    positions = gate.he.reveal(base64.b64decode(first["result"]))
+    reveal = {
+        "request_id": "retry-request-0001r",
+        "query_id": first["query_id"],
+        "positions": positions,
+    }
+    outcome = gate._post("/gate/v1/reveal", reveal)
+    assert gate._post("/gate/v1/reveal", reveal) == outcome  # reveal retries too
+    with pytest.raises(ServiceRefusedError) as gone:  # the mapping is gone after reveal
+        gate._post("/gate/v1/match", body)
+    assert gone.value.code == "query-expired"
 
 
 def test_offline_queue_drains_when_the_link_returns(service, faces, gate, tmp_path):
