@@ -106,8 +106,9 @@ def open_session(request: Request, ctx: ServiceContext, principal: Principal, cs
     """Make ``principal`` the request's user: CSRF value and navigation for templates."""
     request.state.principal = principal
     request.state.console_csrf = csrf
+    permitted = {action: allowed(ctx, principal, action) for action in {a for a, _, _ in SECTIONS}}
     request.state.console_nav = tuple(
-        (path, label) for action, path, label in SECTIONS if allowed(ctx, principal, action)
+        (path, label) for action, path, label in SECTIONS if permitted[action]
     )
 
 
