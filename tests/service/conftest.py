@@ -15,6 +15,7 @@ import datetime as dt
 import io
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -35,7 +36,6 @@ from service.lifecycle import build_context, start
 from service.server import Listeners
 from tests.conftest import BACKENDS, POSTGRES_URL
 from veilmatch.db import make_engine
-from veilmatch.demo import free_port
 from veilmatch.logs import configure_logging
 from veilmatch.migrate import upgrade
 from veilmatch.settings import Settings, load_settings
@@ -43,6 +43,13 @@ from veilmatch.settings import Settings, load_settings
 ADMIN_PASSWORD = "admin-password-for-tests"
 STAFF_PASSWORD = "staff-password-for-tests"
 GATES = ["gate-a", "gate-b", "gate-c", "gate-d", "gate-e"]
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def shifted_clock() -> tuple[Any, float]:
