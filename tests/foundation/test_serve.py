@@ -6,12 +6,27 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
 
 from crypto.devcerts import make_dev_pki
-from veilmatch.demo import free_port, wait_healthy
+from veilmatch.localrun import free_port
+
+
+def wait_healthy(url: str, ca, timeout_s: float = 60.0) -> dict:
+    context = ssl.create_default_context(cafile=str(ca))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, verify=context, timeout=2.0)
+            if response.status_code == 200:
+                return dict(response.json())
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
 
 
 def _env(tmp_path, **extra):
@@ -24,7 +39,16 @@ def test_serves_https_health_with_request_id_and_json_logs(tmp_path):
     pki = make_dev_pki(tmp_path / "var" / "keys", ["g1"])
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "veilmatch", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "veilmatch",
+            "serve",
+            "--port",
+            str(port),
+            "--gate-port",
+            str(free_port()),
+        ],
         env=_env(tmp_path),
         stderr=subprocess.PIPE,
         text=True,
