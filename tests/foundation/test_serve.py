@@ -15,7 +15,7 @@ from crypto.devcerts import make_dev_pki
 from veilmatch.localrun import free_port
 
 
-def wait_healthy(url: str, ca, timeout_s: float = 60.0) -> dict:
+def wait_healthy(url: str, ca, timeout_s: float = 60.0) -> dict[str, object]:
     context = ssl.create_default_context(cafile=str(ca))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
