@@ -104,7 +104,7 @@ class GatePool:
             self._cond.notify()
 
 
-def run_once(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
+def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict[str, Any]:
     """One complete run; returns its JSON object."""
     from gate.client import ServiceRefusedError, ServiceUnreachableError, pseudonymise
     from gate.simulator import HeGateCrypto, SyntheticPopulation, percentiles
@@ -122,7 +122,7 @@ def run_once(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
         (f"{'sb' if i % 2 == 0 else 'lw'}-{i:03d}", "shenzhen-bay" if i % 2 == 0 else "lo-wu")
         for i in range(args.gates)
     ]
-    data_dir = Path(args.data_dir) / f"{args.backend}-{args.watchlist}-{concurrency}"
+    data_dir = Path(args.data_dir) / f"{args.backend}-{watchlist}-{concurrency}"
     try:
         t = time.perf_counter()
         stack = LocalStack.create(
@@ -134,7 +134,7 @@ def run_once(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
             match_workers=args.workers,
         )
         rng = np.random.default_rng(args.seed)
-        population = SyntheticPopulation.generate(args.watchlist, rng=rng)
+        population = SyntheticPopulation.generate(watchlist, rng=rng)
         seed_watchlist(stack.settings, population.watchlist, now=stack.now())
         phases["seed_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -232,7 +232,7 @@ def run_once(args: argparse.Namespace, concurrency: int) -> dict[str, Any]:
         out = {
             "bench": "load",
             "backend": args.backend,
-            "watchlist": args.watchlist,
+            "watchlist": watchlist,
             "concurrency": concurrency,
             "gates": args.gates,
             "match_workers": args.workers,
@@ -276,7 +276,9 @@ def _pg_schema(url: str, schema: str, *, create: bool) -> None:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
-    parser.add_argument("--watchlist", type=int, default=10_000, help="watchlist entries")
+    parser.add_argument(
+        "--watchlist", type=int, nargs="+", default=[10_000], help="watchlist sizes (one run each)"
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[4], help="lanes in flight (one run each)"
@@ -298,14 +300,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run each concurrency level; one JSON line each; non-zero if any run failed to reconcile."""
+    """Run each size × concurrency; one JSON line each; non-zero if any run failed to reconcile."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     failed = 0
-    for concurrency in args.concurrency:
-        result = run_once(args, concurrency)
-        print(json.dumps(result, sort_keys=True), flush=True)
-        if not result["reconciliation"]["ok"] or result["oracle_mismatches"]:
-            failed += 1
+    for watchlist in args.watchlist:
+        for concurrency in args.concurrency:
+            result = run_once(args, watchlist, concurrency)
+            print(json.dumps(result, sort_keys=True), flush=True)
+            if not result["reconciliation"]["ok"] or result["oracle_mismatches"]:
+                failed += 1
     return 1 if failed else 0
 
 
