@@ -37,7 +37,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy .
 
 bench: $(STAMP)
-	$(PY) -m bench.run_all
+	@mkdir -p var/bench
+	$(PY) -m bench.run_all > var/bench/results.jsonl; status=$$?; \
+	cat var/bench/results.jsonl; \
+	$(PY) -m bench.report var/bench/results.jsonl && exit $$status
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

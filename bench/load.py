@@ -249,7 +249,7 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             "service_exit": exit_code,
             "reconciliation": rec.to_dict(),
             "phases_s": {k: round(v, 1) for k, v in phases.items()},
-            "command": "python -m bench.load " + " ".join(sys.argv[1:]),
+            "command": "python -m bench.load " + " ".join(args.argv),
             "machine": machine(),
             "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -296,7 +296,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--postgres-url",
         default=os.environ.get("VEILMATCH_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
     )
-    return parser.parse_args(list(argv))
+    args = parser.parse_args(list(argv))
+    args.argv = list(argv)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,9 @@ BENCHMARKS: list[tuple[str, list[str]]] = [
     ("gate_pipeline", ["--iterations", "200"]),
     ("audit_log", ["--backend", "sqlite", "--entries", "20000", "--verify-entries", "50000"]),
     ("he_match", ["--n", "10000", "100000", "--d", "128", "--repeat", "5"]),
+    ("load", ["--watchlist", "1000", "10000", "100000", "--concurrency", "4", "--duration", "20"]),
+    ("load", ["--watchlist", "10000", "--concurrency", "1", "2", "8", "--duration", "20"]),
+    ("load", ["--watchlist", "10000", "--backend", "postgres", "--concurrency", "4"]),
 ]
 
 
