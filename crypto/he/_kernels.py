@@ -1,10 +1,18 @@
 """Fused numba kernels over RNS residues (NTT form). Pure functions of arrays.
 
-Residues are < q < 2**31, so a product of two fits in 62 bits. Accumulators are uint64
-and are *folded* every three products: with R = 2**32 mod q (small for our primes,
-since q is just below 2**31), ``lo32 + hi32·R`` is congruent to the accumulator and
-< 2**32 + 2**51, leaving room for three more products before 2**64. A final ``% q``
-gives canonical residues.
+**Slot order.** SEAL stores NTT residues in bit-reversed order, where a slot rotation
+is a scattered permutation. The fast path keeps its own arrays (gallery, expanded
+probe, mask material, public key) in *slot order* instead: position t < S = N/2 holds
+the NTT point ψ^(3^t), position S + t the point ψ^(−3^t) (``Backend.slot_to_ntt``).
+There, a rotation by r slots is a cyclic shift by r inside each half and complex
+conjugation swaps the halves, so every kernel below reads memory contiguously and
+vectorises. Results are scattered back to SEAL's order only when written to the wire.
+
+**Lazy reduction.** Residues are < q < 2**31, so a product of two fits in 62 bits.
+Accumulators are uint64 and are *folded* before each group of four products: with
+R = 2**32 mod q, ``lo32 + hi32·R`` is congruent to the accumulator and, for the primes
+a parameter set may use (``check_fold_bound``), small enough that four more products
+cannot overflow 2**64. One reduction per 4 products instead of one per product.
 """
 
 from __future__ import annotations
@@ -14,6 +22,19 @@ from numba import njit, prange
 
 _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
+_GROUP = 4  # products accumulated between two folds (see check_fold_bound)
+_BLOCK = 256  # slots per half per MAC task: 4 accumulators × 256 × 8 B stay in L1
+
+
+def check_fold_bound(q: np.ndarray) -> None:
+    """Raise ``ValueError`` unless fold + ``_GROUP`` products fit in uint64 for every prime."""
+    for qq in (int(x) for x in q):
+        r32 = (1 << 32) % qq
+        folded = (1 << 32) - 1 + ((1 << 32) - 1) * r32
+        if qq >= 1 << 31 or folded + _GROUP * (qq - 1) ** 2 >= 1 << 64:
+            raise ValueError(f"prime {qq} does not allow lazy reduction by {_GROUP}")
+        if (1 << 32) + (1 + r32) * r32 >= 1 << 37:  # two folds must land below 2**37
+            raise ValueError(f"prime {qq} does not allow the final reduction")
 
 
 @njit(cache=True, inline="always")
@@ -21,54 +42,23 @@ def _fold(acc: np.uint64, r32: np.uint64) -> np.uint64:  # pragma: no cover - ji
     return (acc & _MASK32) + (acc >> _SHIFT) * r32
 
 
-_BLOCK = 512  # slots per accumulator block: 2 × 512 × 8 B stays in L1
-
-
-@njit(parallel=True, cache=True)
-def mac_rotated(gallery, probe, shifts, gathers, q, r32, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """out[c, t, p] = Σ_j gallery[c, j, p] · probe[(j + shifts[c]) % D, t, p][gathers[c]]  mod q[p].
-
-    gallery: uint32 (C, D, k, N); probe: uint32 (D, 2, k, N); shifts: int64 (C,);
-    gathers: int64 (C, N) index maps; q, r32: uint64 (k,); out: uint64 (C, 2, k, N).
-    Reading the probe through ``gathers[c]`` applies the inverse of the result
-    rotation to the probe, so the gallery is streamed contiguously. Work is split in
-    (ciphertext, prime, block of N) tasks so both cores stay busy and the accumulators
-    stay in L1.
-    """
-    n_ct, n_diag, k, n = gallery.shape
-    blocks = n // _BLOCK
-    for task in prange(n_ct * k * blocks):
-        c = task // (k * blocks)
-        p = (task // blocks) % k
-        x0 = (task % blocks) * _BLOCK
-        qq = q[p]
-        rr = r32[p]
-        g = gathers[c, x0 : x0 + _BLOCK]
-        acc0 = np.zeros(_BLOCK, dtype=np.uint64)
-        acc1 = np.zeros(_BLOCK, dtype=np.uint64)
-        for j in range(n_diag):
-            jj = (j + shifts[c]) % n_diag
-            gal = gallery[c, j, p, x0 : x0 + _BLOCK]
-            p0 = probe[jj, 0, p]
-            p1 = probe[jj, 1, p]
-            for x in range(_BLOCK):
-                w = np.uint64(gal[x])
-                gx = g[x]
-                acc0[x] += w * np.uint64(p0[gx])
-                acc1[x] += w * np.uint64(p1[gx])
-            if j % 3 == 2:
-                for x in range(_BLOCK):
-                    acc0[x] = _fold(acc0[x], rr)
-                    acc1[x] = _fold(acc1[x], rr)
-        for x in range(_BLOCK):
-            out[c, 0, p, x0 + x] = _fold(_fold(acc0[x], rr), rr) % qq
-            out[c, 1, p, x0 + x] = _fold(_fold(acc1[x], rr), rr) % qq
+@njit(cache=True, inline="always")
+def _red(v: np.uint64, q: np.uint64) -> np.uint64:  # pragma: no cover - jitted
+    """v mod q for v < 2q, branch-free (v − q wraps above v when v < q)."""
+    return min(v, v - q)
 
 
 @njit(cache=True, inline="always")
-def _red(v: np.uint64, q: np.uint64) -> np.uint64:  # pragma: no cover - jitted
-    """v mod q for v < 2q, branch-free."""
+def _red4(v: np.uint64, q: np.uint64) -> np.uint64:  # pragma: no cover - jitted
+    """v mod q for v < 4q."""
+    v = min(v, v - q - q)
     return min(v, v - q)
+
+
+@njit(cache=True, inline="always")
+def _red37(v: np.uint64, q: np.uint64, m37: np.uint64) -> np.uint64:  # pragma: no cover - jitted
+    """v mod q for v < 2**37, Barrett with m37 = floor(2**37 / q) (quotient off by ≤ 1)."""
+    return _red(v - ((v * m37) >> np.uint64(37)) * q, q)
 
 
 @njit(cache=True, inline="always")
@@ -76,51 +66,306 @@ def _mulmod(a, b, q, mu):  # type: ignore[no-untyped-def]  # pragma: no cover - 
     """a·b mod q for a, b < q < 2**31, Barrett with mu = floor(2**62 / q)."""
     x = a * b
     qhat = ((x >> np.uint64(30)) * mu) >> _SHIFT
-    r = x - qhat * q  # < 4q
-    r = min(r, r - q - q)
-    return min(r, r - q)
+    return _red4(x - qhat * q, q)
 
 
-@njit(parallel=True, cache=True)
-def mask_combine(y, pad_bias, tau, small, pk, rot_perms, conj, q, mu, order, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """The masking of ``crypto.he.protocol`` in one pass per (result ciphertext, prime).
+@njit(cache=True, inline="always")
+def _mod_any(w: np.uint64, q: np.uint64, qinv: float) -> np.uint64:  # pragma: no cover - jitted
+    """w mod q for any uint64 w and q < 2**31, exactly (float quotient estimate, fixed up).
 
-    With Y the scored block c (threshold subtracted, padding biased), Z = σ_r(Y) the
-    rotated one, mask A = 1 + H·σ_conj(H) (exactly real, so σ_conj(A) = A), and a fresh
-    rerandomiser R = (u·p0 + F, u·p1 + e2), writes for result position i (c = order[i])::
-
-        c0 = A·(Z0 + σ_conj(Z0)) + R0 + σ_conj(R0)
-        c1 = A·Z1 + R1
-
-    (c0, c1, σ_conj(c1)) decrypts under (1, s, σ_conj(s)) to 2·Re(A·Z + R): the gate
-    gets the real part only; c0 is conjugation-symmetric, so the imaginary part of
-    A·Z is not recoverable from it.
-
-    y: (C, 2, k, N) uint64; pad_bias: (C, k, N); tau: (k,) = τ·Δ mod q; small: NTT of
-    (h, u, F, e2) as (C, 4, k, N); pk: (2, k, N); rot_perms: (C, N); conj: (N,);
-    q, mu: (k,); order: (C,); out: uint32 (C, 2, k, N).
+    float64(w) is within 2**11 of w, so the estimated quotient is off by at most one and
+    the signed remainder lies in [−q, 2q).
     """
-    n_ct, _, k, n = y.shape
-    one = np.uint64(1)
-    for task in prange(n_ct * k):
+    qhat = np.uint64(np.float64(w) * qinv)
+    r = np.int64(w - qhat * q)
+    qi = np.int64(q)
+    if r < 0:
+        r += qi
+    if r >= qi:
+        r -= qi
+    return np.uint64(r)
+
+
+# ---- the multiply-accumulate and masking of one query ---------------------------------
+
+
+@njit(cache=True, inline="always")
+def _mac(acc0, acc1, gp, probe, p, g_off, p_off, a_off, length, shift, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """acc{0,1}[a_off + x] += Σ_j gp[j, g_off + x] · probe[(j + shift) % D, {0,1}, p, p_off + x]."""
+    d = gp.shape[0]
+    d4 = d - d % _GROUP
+    for j in range(0, d4, _GROUP):
+        ja = (j + shift) % d
+        jb = (j + 1 + shift) % d
+        jc = (j + 2 + shift) % d
+        jd = (j + 3 + shift) % d
+        ga = gp[j, g_off : g_off + length]
+        gb = gp[j + 1, g_off : g_off + length]
+        gc = gp[j + 2, g_off : g_off + length]
+        gd = gp[j + 3, g_off : g_off + length]
+        a0 = probe[ja, 0, p, p_off : p_off + length]
+        b0 = probe[jb, 0, p, p_off : p_off + length]
+        c0 = probe[jc, 0, p, p_off : p_off + length]
+        d0 = probe[jd, 0, p, p_off : p_off + length]
+        a1 = probe[ja, 1, p, p_off : p_off + length]
+        b1 = probe[jb, 1, p, p_off : p_off + length]
+        c1 = probe[jc, 1, p, p_off : p_off + length]
+        d1 = probe[jd, 1, p, p_off : p_off + length]
+        for x in range(length):
+            wa = np.uint64(ga[x])
+            wb = np.uint64(gb[x])
+            wc = np.uint64(gc[x])
+            wd = np.uint64(gd[x])
+            acc0[a_off + x] = (
+                _fold(acc0[a_off + x], rr)
+                + wa * np.uint64(a0[x])
+                + wb * np.uint64(b0[x])
+                + wc * np.uint64(c0[x])
+                + wd * np.uint64(d0[x])
+            )
+            acc1[a_off + x] = (
+                _fold(acc1[a_off + x], rr)
+                + wa * np.uint64(a1[x])
+                + wb * np.uint64(b1[x])
+                + wc * np.uint64(c1[x])
+                + wd * np.uint64(d1[x])
+            )
+    for j in range(d4, d):
+        jj = (j + shift) % d
+        g = gp[j, g_off : g_off + length]
+        e0 = probe[jj, 0, p, p_off : p_off + length]
+        e1 = probe[jj, 1, p, p_off : p_off + length]
+        for x in range(length):
+            w = np.uint64(g[x])
+            acc0[a_off + x] = _fold(acc0[a_off + x], rr) + w * np.uint64(e0[x])
+            acc1[a_off + x] = _fold(acc1[a_off + x], rr) + w * np.uint64(e1[x])
+
+
+@njit(cache=True, inline="always")
+def _finish(acc, res, a_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm, m37):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Reduce, threshold, mask and rerandomise ``length`` slot pairs (t, S + t) into ``res``.
+
+    Output x = a_off + … is slot t = t_off + x; the gallery-side (pad bias) position is
+    u_off + x (rotated). Everything is contiguous, so this loop vectorises.
+    """
+    s = pad.shape[2] // 2
+    for x in range(a_off, a_off + length):
+        t = t_off + x
+        u = u_off + x
+        y0a = _red37(_fold(_fold(acc[0, x], rr), rr), qq, m37)
+        y0b = _red37(_fold(_fold(acc[1, x], rr), rr), qq, m37)
+        y1a = _red37(_fold(_fold(acc[2, x], rr), rr), qq, m37)
+        y1b = _red37(_fold(_fold(acc[3, x], rr), rr), qq, m37)
+        z0a = _red4(y0a + np.uint64(pad[c, p, u]) + tq, qq)
+        z0b = _red4(y0b + np.uint64(pad[c, p, s + u]) + tq, qq)
+        am = np.uint64(masks[i, 0, p, t])
+        fs = np.uint64(masks[i, 0, p, s + t])
+        ua = np.uint64(masks[i, 1, p, t])
+        ub = np.uint64(masks[i, 1, p, s + t])
+        r0 = _red(
+            _mulmod(ua, np.uint64(pk[0, p, t]), qq, mm)
+            + _mulmod(ub, np.uint64(pk[0, p, s + t]), qq, mm),
+            qq,
+        )
+        res[0, x] = np.uint32(_red4(_mulmod(am, _red(z0a + z0b, qq), qq, mm) + r0 + fs, qq))
+        res[1, x] = np.uint32(
+            _red4(
+                _mulmod(am, y1a, qq, mm)
+                + _mulmod(ua, np.uint64(pk[1, p, t]), qq, mm)
+                + np.uint64(masks[i, 2, p, t]),
+                qq,
+            )
+        )
+        res[2, x] = np.uint32(
+            _red4(
+                _mulmod(am, y1b, qq, mm)
+                + _mulmod(ub, np.uint64(pk[1, p, s + t]), qq, mm)
+                + np.uint64(masks[i, 2, p, s + t]),
+                qq,
+            )
+        )
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def score_and_mask(gallery, probe, pad, tau, masks, pk, rotations, order, q, r32, mu, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Multiply-accumulate, rotate, mask and rerandomise every result ciphertext at once.
+
+    For result position i, block c = order[i], rotation r = rotations[c], the block's
+    scores Z = σ_r(Σ_j diag_j ⊙ rot_j(u)) are computed directly in slot order as
+    Z[t] = Σ_j diag_j[t + r] · probe_{(j + r) mod D}[t] (the probe ciphertexts are under
+    s, so Z is too: no key switch). Then, with the unit of mask material i
+    (A, u, F + σ_conj(F), e2) and the public key (p0, p1), all in slot order::
+
+        Z0 ← Z0 + pad_bias(σ_r) − τ
+        c0 = A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F + σ_conj(F)
+        c1 = A·Z1 + u·p1 + e2
+
+    written to ``out[i]`` in SEAL's NTT order. (c0, c1, σ_conj(c1)) decrypts under
+    (1, s, σ_conj(s)) to 2·Re(A·Z + R) with R = (u·p0 + F, u·p1 + e2) a fresh public-key
+    encryption of zero whose c0 error is the flood F.
+
+    A task is one (prime, block of slot positions) and walks every result ciphertext,
+    so its slice of the probe (D × 2 × 2 × _BLOCK residues, 256 KB at D = 64) stays in
+    L2 while the gallery streams from memory once.
+
+    gallery: uint32 (C, k, D, N) slot order; probe: uint32 (D, 2, k, N) slot order;
+    pad: uint32 (C, k, N) slot order; tau: uint64 (k,) = τ·Δ mod q; masks: uint32
+    (C, 3, k, N) slot order, row 0 = [A (S) | F + σ_conj(F) (S)], row 1 = u, row 2 = e2;
+    pk: uint32 (2, k, N) slot order; rotations, order: int64 (C,); q, r32, mu: uint64
+    (k,); to_ntt: int64 (N,) slot position → NTT index; out: uint32 (C, 2, k, N).
+    """
+    n_ct, k, d, n = gallery.shape
+    s = n // 2
+    blocks = s // _BLOCK
+    for task in prange(k * blocks):
+        p = task // blocks
+        t0 = (task % blocks) * _BLOCK
+        qq = q[p]
+        rr = r32[p]
+        mm = mu[p]
+        m37 = np.uint64((1 << 37) // qq)
+        tq = qq - tau[p]
+        acc = np.empty((4, _BLOCK), dtype=np.uint64)  # (c0, c1) × (half 0, half 1)
+        res = np.empty((3, _BLOCK), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
+        for i in range(n_ct):
+            c = order[i]
+            r = rotations[c]
+            shift = r % d
+            gp = gallery[c, p]
+            s0 = (t0 + r) % s  # gallery position read for output t0
+            l1 = min(_BLOCK, s - s0)  # up to the end of the half, then wrap to its start
+            acc[:] = 0
+            for h in range(2):
+                _mac(acc[h], acc[2 + h], gp, probe, p, h * s + s0, h * s + t0, 0, l1, shift, rr)
+                if l1 < _BLOCK:
+                    _mac(
+                        acc[h],
+                        acc[2 + h],
+                        gp,
+                        probe,
+                        p,
+                        h * s,
+                        h * s + t0 + l1,
+                        l1,
+                        _BLOCK - l1,
+                        shift,
+                        rr,
+                    )
+            _finish(acc, res, 0, pad, c, p, s0, l1, tq, masks, i, t0, pk, qq, rr, mm, m37)
+            if l1 < _BLOCK:
+                _finish(
+                    acc, res, l1, pad, c, p, -l1, _BLOCK - l1, tq, masks, i, t0, pk, qq, rr, mm, m37
+                )
+            for x in range(_BLOCK):
+                ta = to_ntt[t0 + x]
+                tb = to_ntt[s + t0 + x]
+                out[i, 0, p, ta] = res[0, x]
+                out[i, 0, p, tb] = res[0, x]
+                out[i, 1, p, ta] = res[1, x]
+                out[i, 1, p, tb] = res[2, x]
+
+
+# ---- probe expansion ------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def expand_probe(c0, c1_words, q, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """out[i] = (c0[i], c1_words[i] mod q) gathered from SEAL's NTT order into slot order.
+
+    c0: uint32 (m, k, N) < q; c1_words: uint64 (m, k, N), any values (uniform words from
+    the seed's PRG, reduced here exactly as ``wire.expand_seed`` does); q: uint64 (k,);
+    to_ntt: int64 (N,); out: uint32 (≥ m, 2, k, N).
+    """
+    m, k, n = c0.shape
+    for task in prange(m * k):
         i = task // k
         p = task % k
-        c = order[i]
         qq = q[p]
-        mm = mu[p]
-        tq = qq - tau[p]
-        for x in range(n):
-            cx = conj[x]
-            rx = rot_perms[c, x]
-            rcx = rot_perms[c, cx]
-            z0 = _red(_red(y[c, 0, p, rx] + pad_bias[c, p, rx], qq) + tq, qq)
-            zc0 = _red(_red(y[c, 0, p, rcx] + pad_bias[c, p, rcx], qq) + tq, qq)
-            a = _red(one + _mulmod(small[c, 0, p, x], small[c, 0, p, cx], qq, mm), qq)
-            r0 = _red(_mulmod(small[c, 1, p, x], pk[0, p, x], qq, mm) + small[c, 2, p, x], qq)
-            r0c = _red(_mulmod(small[c, 1, p, cx], pk[0, p, cx], qq, mm) + small[c, 2, p, cx], qq)
-            r1 = _red(_mulmod(small[c, 1, p, x], pk[1, p, x], qq, mm) + small[c, 3, p, x], qq)
-            out[i, 0, p, x] = _red(_mulmod(a, _red(z0 + zc0, qq), qq, mm) + _red(r0 + r0c, qq), qq)
-            out[i, 1, p, x] = _red(_mulmod(a, y[c, 1, p, rx], qq, mm) + r1, qq)
+        qinv = 1.0 / np.float64(qq)
+        for t in range(n):
+            src = to_ntt[t]
+            out[i, 0, p, t] = c0[i, p, src]
+            out[i, 1, p, t] = np.uint32(_mod_any(c1_words[i, p, src], qq, qinv))
+
+
+# ---- mask material --------------------------------------------------------------------
+
+#: uint64 words of randomness one unit of mask material consumes (plus ``mask_weight``).
+WORDS_PER_COEFF = 3
+
+
+@njit(cache=True, inline="always")
+def _mask_unit(words, weight, flood_bits, q, mu, psi_rev, psi_shoup, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """One unit of mask material (3, k, N) uint32 in slot order from uniform uint64 words.
+
+    Coefficients (identical for every prime): u ternary uniform (word mod 3 − 1, bias
+    < 2**-62); F uniform in [−2**fb, 2**fb) (top bits); e2 centred binomial η = 21
+    (σ ≈ 3.24, SEAL's 3.2); h sparse ternary with ``weight`` signed unit coefficients
+    (positions may collide, which only lowers |h(ζ)|). Outputs A = 1 + H·σ_conj(H)
+    (exactly real slots in [1, weight² + 1]), F + σ_conj(F), u and e2, NTT'd.
+    """
+    k = q.shape[0]
+    n = to_ntt.shape[0]
+    s = n // 2
+    coeffs = np.zeros((4, n), dtype=np.int64)  # h, u, F, e2
+    half = np.int64(1) << np.int64(flood_bits)
+    top = np.uint64(63 - flood_bits)
+    low21 = np.uint64((1 << 21) - 1)
+    for x in range(n):
+        coeffs[1, x] = np.int64(words[x] % np.uint64(3)) - 1
+        coeffs[2, x] = np.int64(words[n + x] >> top) - half
+        w = words[2 * n + x]
+        coeffs[3, x] = np.int64(_popcount(w & low21)) - np.int64(
+            _popcount((w >> np.uint64(21)) & low21)
+        )
+    for m in range(weight):
+        w = words[3 * n + m]
+        pos = np.int64(w & np.uint64(n - 1))
+        coeffs[0, pos] += 1 if (w >> np.uint64(63)) else -1
+    a = np.empty(n, dtype=np.uint32)
+    spec = np.empty((4, n), dtype=np.uint64)
+    for p in range(k):
+        qq = q[p]
+        qi = np.int64(qq)
+        for row in range(4):
+            for x in range(n):
+                v = coeffs[row, x]
+                a[x] = np.uint32(v + qi if v < 0 else v)
+            _ntt_one(a, psi_rev[p], psi_shoup[p], qq)
+            for t in range(n):
+                spec[row, t] = np.uint64(a[to_ntt[t]])
+        for t in range(s):
+            hh = _mulmod(spec[0, t], spec[0, s + t], qq, mu[p])
+            out[0, p, t] = np.uint32(_red(hh + np.uint64(1), qq))
+            out[0, p, s + t] = np.uint32(_red(spec[2, t] + spec[2, s + t], qq))
+        for t in range(n):
+            out[1, p, t] = np.uint32(spec[1, t])
+            out[2, p, t] = np.uint32(spec[3, t])
+
+
+@njit(cache=True, inline="always")
+def _popcount(x: np.uint64) -> np.uint64:  # pragma: no cover - jitted
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+@njit(cache=True, nogil=True)
+def mask_units(words, weight, flood_bits, q, mu, psi_rev, psi_shoup, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """``out[m] = unit from words[m]`` on the calling thread (the pool's background filler)."""
+    for m in range(out.shape[0]):
+        _mask_unit(words[m], weight, flood_bits, q, mu, psi_rev, psi_shoup, to_ntt, out[m])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def mask_units_parallel(words, weight, flood_bits, q, mu, psi_rev, psi_shoup, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Same as ``mask_units`` on every core (the cold path: the pool was empty)."""
+    for m in prange(out.shape[0]):
+        _mask_unit(words[m], weight, flood_bits, q, mu, psi_rev, psi_shoup, to_ntt, out[m])
+
+
+# ---- NTT ------------------------------------------------------------------------------
 
 
 @njit(cache=True)

@@ -96,6 +96,7 @@ class Backend:
         # index of the NTT point with exponent e, for e odd in [0, 2N)
         self._index_of = np.full(2 * n, -1, dtype=np.int64)
         self._index_of[self.exponents] = np.arange(n)
+        self.slot_to_ntt = self._slot_order()
         self._init_fast_ntt()
 
     # ---- layout ---------------------------------------------------------------------
@@ -280,6 +281,43 @@ class Backend:
             ):
                 raise LayoutError("SEAL's NTT ordering differs between primes")
         return exps
+
+    def _slot_order(self) -> I64:
+        """Slot position → NTT index: t < N/2 is the point ψ^(3^t), N/2 + t is ψ^(−3^t).
+
+        In this order the rotation by r (Galois element 3^r) is a cyclic shift by r
+        inside each half and conjugation swaps the halves; checked here, because the
+        fast path's kernels (``crypto/he/_kernels.py``) rely on both.
+        """
+        n, s, n2 = self.n, self.params.slots, 2 * self.n
+        powers = np.array([pow(3, t, n2) for t in range(s)], dtype=np.int64)
+        order = np.concatenate([self._index_of[powers], self._index_of[(n2 - powers) % n2]])
+        if (order < 0).any() or len(np.unique(order)) != n:
+            raise LayoutError("the slot order is not a permutation of SEAL's NTT points")
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[order] = np.arange(n)
+        t = np.arange(s)
+        for r in (1, 5, s - 1):
+            moved = inverse[self.galois_perm(self.rotation_elt(r))[order]]
+            if not (
+                np.array_equal(moved[:s], (t + r) % s)
+                and np.array_equal(moved[s:], s + (t + r) % s)
+            ):
+                raise LayoutError("a rotation is not a shift in the slot order")
+        conj = inverse[self.galois_perm(self.conj_elt)[order]]
+        if not np.array_equal(conj, np.concatenate([t + s, t])):
+            raise LayoutError("conjugation does not swap the halves of the slot order")
+        order.setflags(write=False)
+        return order
+
+    def to_slot_order(self, res: U64) -> npt.NDArray[np.uint32]:
+        """NTT residues (..., k, N) in SEAL's order → uint32 in slot order."""
+        return np.ascontiguousarray(res[..., self.slot_to_ntt], dtype=np.uint32)
+
+    @property
+    def ntt_tables(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """(ψ powers in bit-reversed order, Shoup companions), each (k, N)."""
+        return self._psi_rev, self._psi_shoup
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one backend per process
     def galois_perm(self, galois_elt: int) -> I64:

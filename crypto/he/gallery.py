@@ -7,8 +7,10 @@ real part of u_j·w_j is v_j t_j + v_{j+D} t_{j+D}. Each result ciphertext serve
 templates (one per slot) with D generalised Halevi–Shoup diagonals:
 diag_j[k] = w_{row k, (k+j) mod D}, so Σ_j diag_j ⊙ rot_j(u) holds score k in slot k.
 
-The encoded gallery is plain numpy (uint32 RNS residues in NTT form), so it pickles to
-worker processes; SEAL is only used while building it.
+The encoded gallery is plain numpy (uint32 RNS residues in NTT form, stored in the fast
+path's *slot order*, see ``crypto/he/_kernels.py``), laid out (block, prime, diagonal,
+position) so each task of the multiply-accumulate streams contiguous memory. It pickles
+to worker processes; SEAL is only used while building it.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class Gallery:
-    """Encoded templates: ``diagonals`` (C, D, k, N) uint32 and ``pad_bias`` (C, k, N)."""
+    """Encoded templates: ``diagonals`` (C, k, D, N) and ``pad_bias`` (C, k, N), uint32.
+
+    Both are NTT residues in slot order (``Backend.slot_to_ntt``); ``pad_bias`` encodes
+    0 on real rows and −pad_bias on empty slots at the score scale Δv·Δt.
+    """
 
     params: ParameterSet
     dim: int
     size: int
     version: str
     diagonals: npt.NDArray[np.uint32] = field(repr=False)
-    pad_bias: npt.NDArray[np.uint64] = field(repr=False)
+    pad_bias: npt.NDArray[np.uint32] = field(repr=False)
 
     def __len__(self) -> int:
         return self.size
@@ -82,17 +88,18 @@ class Gallery:
         rows = np.arange(s)[:, None]
         scale = 2.0**params.template_scale_bits
         k, nn = be.k, be.n
-        diagonals = np.empty((c_count, diag_count, k, nn), dtype=np.uint32)
-        pad_bias = np.empty((c_count, k, nn), dtype=np.uint64)
+        diagonals = np.empty((c_count, k, diag_count, nn), dtype=np.uint32)
+        pad_bias = np.empty((c_count, k, nn), dtype=np.uint32)
         bias_scale = 2.0 ** (params.template_scale_bits + params.probe_scale_bits)
         for c in range(c_count):
             block = w[c * s : (c + 1) * s][rows, idx]  # (S, D): column j is diag_j
             for j in range(diag_count):
-                diagonals[c, j] = be.encode(np.ascontiguousarray(block[:, j]), scale)
+                encoded = be.encode(np.ascontiguousarray(block[:, j]), scale)
+                diagonals[c, :, j] = be.to_slot_order(encoded)
             bias = np.zeros(s, dtype=np.complex128)
             real_rows = max(0, min(s, n - c * s))
             bias[real_rows:] = -params.pad_bias
-            pad_bias[c] = be.encode(bias, bias_scale)
+            pad_bias[c] = be.to_slot_order(be.encode(bias, bias_scale))
         digest = hashlib.sha256(b"veilmatch/he/gallery/v1\x00" + params.hash)
         digest.update(np.array([n, dim], dtype="<i8").tobytes())
         digest.update(np.ascontiguousarray(t, dtype="<f4").tobytes())

@@ -121,6 +121,19 @@ class PublicKeyBundle:
         """Public key (p0, p1) residues at the data level, shape (2, k, N)."""
         return _public_residues(self.params, self.key_id, self.public_key)
 
+    def public_slot_residues(self) -> npt.NDArray[np.uint32]:
+        """(p0, p1) as uint32 (2, k, N) in the fast path's slot order (cached per process)."""
+        cached = _SLOT_CACHE.get(self.key_id)
+        if cached is None:
+            from crypto.he._seal import backend
+
+            cached = backend(self.params).to_slot_order(self.public_residues())
+            cached.setflags(write=False)
+            if len(_SLOT_CACHE) > 256:
+                _SLOT_CACHE.clear()
+            _SLOT_CACHE[self.key_id] = cached
+        return cached
+
     def galois(self) -> Any:
         """The SEAL Galois keys object (cached per process)."""
         if self.galois_keys is None:
@@ -130,6 +143,7 @@ class PublicKeyBundle:
 
 _PUBLIC_CACHE: dict[str, npt.NDArray[np.uint64]] = {}
 _GALOIS_CACHE: dict[str, Any] = {}
+_SLOT_CACHE: dict[str, npt.NDArray[np.uint32]] = {}
 
 
 def _public_residues(params: ParameterSet, key_id: str, data: bytes) -> npt.NDArray[np.uint64]:

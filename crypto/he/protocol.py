@@ -24,7 +24,7 @@ The gate sees A_k·(score_k − τ) + noise: its sign, and a magnitude drawn afr
 from __future__ import annotations
 
 import os
-import secrets
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,21 +38,18 @@ from crypto.errors import (
     MalformedInputError,
     ParameterMismatchError,
 )
-from crypto.he._kernels import mac_rotated, mask_combine, mu_for, r32_for
+from crypto.he._kernels import expand_probe, mu_for, r32_for, score_and_mask
 from crypto.he._seal import Backend, backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, PublicKeyBundle
+from crypto.he.masks import MaskPool, default_pool, generate_units
 from crypto.he.params import ParameterSet
-from crypto.he.wire import MaskedResult, Probe, expand_seed
+from crypto.he.wire import MaskedResult, Probe, expand_seed, seed_words
 
 __all__ = ["QueryMapping", "encrypt_probe", "resolve", "reveal", "score_masked"]
 
 U64 = npt.NDArray[np.uint64]
-
-
-def _default_rng() -> np.random.Generator:
-    # A fresh 128-bit seed from the OS per query: no state links two queries.
-    return np.random.Generator(np.random.Philox(secrets.randbits(128)))
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -155,19 +152,21 @@ def _check_same(p1: ParameterSet, p2: ParameterSet, k1: str, k2: str) -> None:
 
 
 def _expand_probe(be: Backend, probe: Probe, public: PublicKeyBundle) -> npt.NDArray[np.uint32]:
-    """All D rotations of the packed probe, (D, 2, k, N) uint32."""
+    """All D rotations of the packed probe, (D, 2, k, N) uint32 in slot order."""
     params = probe.params
     diag_count, baby = params.probe_layout(probe.dim)
     full = np.empty((diag_count, 2, be.k, be.n), dtype=np.uint32)
-    for i in range(baby):
-        full[i, 0] = probe.c0[i]
-        full[i, 1] = expand_seed(params, probe.seeds[i])
+    expand_probe(probe.c0, seed_words(params, probe.seeds), be.q, be.slot_to_ntt, full)
     if diag_count > baby:
+        # d > 2·max_probe_ciphertexts only: SEAL rotations by ``baby`` (key switching),
+        # in SEAL's own order.
         galois = public.galois()
         scale = 2.0**params.probe_scale_bits
+        to_ntt = be.slot_to_ntt
         for j in range(baby, diag_count):
-            prev = full[j - baby].astype(np.uint64)
-            full[j] = be.rotate(prev, scale, baby, galois)
+            prev = np.empty((2, be.k, be.n), dtype=np.uint64)
+            prev[..., to_ntt] = full[j - baby]
+            full[j] = be.to_slot_order(be.rotate(prev, scale, baby, galois))
     return full
 
 
@@ -193,52 +192,49 @@ class _Clock:
             self.last = now
 
 
-def _mac(
+def _query_randomness(
+    count: int, slots: int, rng: np.random.Generator | None
+) -> tuple[I64, I64, bytes]:
+    """(rotation per block, result order, query id): from ``rng`` if given, else the OS."""
+    if rng is not None:
+        rotations = rng.integers(0, slots, size=count).astype(np.int64)
+        return rotations, rng.permutation(count).astype(np.int64), rng.bytes(16)
+    raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
+    rotations = (raw % np.uint64(slots)).astype(np.int64)  # slots is a power of two
+    order = list(range(count))
+    random.SystemRandom().shuffle(order)
+    return rotations, np.array(order, dtype=np.int64), os.urandom(16)
+
+
+def _score_kernel(
     be: Backend,
-    probe: Probe,
+    probe_full: npt.NDArray[np.uint32],
     gallery: Gallery,
+    threshold: float,
+    units: npt.NDArray[np.uint32],
     public: PublicKeyBundle,
-    rotations: U64,
-    clock: _Clock | None = None,
-) -> U64:
-    clock = clock or _Clock(None)
-    full = _expand_probe(be, probe, public)
-    clock.lap("probe_expand_rotate")
-    diag_count = full.shape[0]
-    gathers = np.stack(
-        [be.galois_perm(pow(be.rotation_elt(int(r)), -1, 2 * be.n)) for r in rotations]
+    rotations: I64,
+    order: I64,
+) -> npt.NDArray[np.uint32]:
+    params = gallery.params
+    scale_bits = params.probe_scale_bits + params.template_scale_bits
+    tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
+    out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint32)
+    score_and_mask(
+        gallery.diagonals,
+        probe_full,
+        gallery.pad_bias,
+        tau,
+        units,
+        public.public_slot_residues(),
+        rotations,
+        order,
+        be.q,
+        r32_for(be.q),
+        mu_for(be.q),
+        be.slot_to_ntt,
+        out,
     )
-    out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint64)
-    shifts = (rotations % diag_count).astype(np.int64)
-    mac_rotated(gallery.diagonals, full, shifts, gathers, be.q, r32_for(be.q), out)
-    clock.lap("multiply_accumulate")
-    return out
-
-
-def _centered_binomial(rng: np.random.Generator, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
-    """Centered binomial with η = 21 (σ ≈ 3.24, |x| ≤ 21): SEAL's σ = 3.2 error, cheaply."""
-    bits = rng.integers(0, 1 << 42, size=shape, dtype=np.int64)
-    low = np.bitwise_count(bits & ((1 << 21) - 1)).astype(np.int64)
-    high = np.bitwise_count(bits >> 21).astype(np.int64)
-    return np.asarray(low - high, dtype=np.int64)
-
-
-def _small_polys(
-    params: ParameterSet, count: int, rng: np.random.Generator
-) -> npt.NDArray[np.int64]:
-    """Per result ciphertext: h (sparse ternary), u (ternary), F (flood), e2 — (count, 4, N)."""
-    n = params.poly_degree
-    out = np.empty((count, 4, n), dtype=np.int64)
-    out[:, 0] = 0
-    # h: mask_weight signed unit coefficients (collisions only lower the L1 norm, so
-    # |h(ζ)| <= mask_weight still bounds the mask A <= mask_weight**2 + 1).
-    pos = rng.integers(0, n, size=(count, params.mask_weight))
-    signs = rng.integers(0, 2, size=(count, params.mask_weight)) * 2 - 1
-    np.add.at(out[:, 0], (np.arange(count)[:, None], pos), signs)
-    out[:, 1] = rng.integers(-1, 2, size=(count, n), dtype=np.int8)
-    bound = 1 << params.flood_bits
-    out[:, 2] = rng.integers(-bound, bound + 1, size=(count, n), dtype=np.int64)
-    out[:, 3] = _centered_binomial(rng, (count, n))
     return out
 
 
@@ -250,47 +246,35 @@ def score_masked(
     *,
     rng: np.random.Generator | None = None,
     profile: dict[str, float] | None = None,
+    pool: MaskPool | None = None,
 ) -> tuple[MaskedResult, QueryMapping]:
     """Score ``probe`` against every gallery row; disclose only sign(score − threshold).
 
     ``public`` must be the bundle the key registry returned for ``probe.key_id``.
     Returns the result for the gate and the mapping the service keeps secret.
-    ``profile``, if given, receives seconds spent per stage (for the benchmark).
+
+    Mask material comes from ``pool`` (default: this process's ``default_pool``, filled
+    in idle time); an empty pool falls back to generating it now. An injected ``rng``
+    (tests) makes every random choice from it and bypasses pools. ``profile``, if given,
+    receives seconds spent per stage (for the benchmark).
     """
     clock = _Clock(profile)
     if not -1.0 < threshold < 1.0:
         raise ValueError("threshold must be in (-1, 1)")
     _check_inputs(probe, gallery, public)
-    rng = rng or _default_rng()
     params = probe.params
     be = backend(params)
     count = gallery.ciphertexts
-    rotations = rng.integers(0, params.slots, size=count).astype(np.uint64)
-    y = _mac(be, probe, gallery, public, rotations, clock)
-
-    scale_bits = params.probe_scale_bits + params.template_scale_bits
-    tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
-    small = be.ntt_fast(_small_polys(params, count, rng).reshape(count * 4, -1))
-    small = small.reshape(count, 4, be.k, be.n)
-    clock.lap("mask_sampling")
-    rot_perms = np.stack([be.galois_perm(be.rotation_elt(int(r))) for r in rotations])
-    order = rng.permutation(count)
-    out = np.empty((count, 2, be.k, be.n), dtype=np.uint32)
-    mask_combine(
-        y,
-        gallery.pad_bias,
-        tau,
-        small,
-        public.public_residues(),
-        rot_perms,
-        be.galois_perm(be.conj_elt),
-        be.q,
-        mu_for(be.q),
-        order,
-        out,
-    )
-    clock.lap("masking")
-    query_id = rng.bytes(16)
+    rotations, order, query_id = _query_randomness(count, params.slots, rng)
+    full = _expand_probe(be, probe, public)
+    clock.lap("probe_expand")
+    if rng is not None:
+        units = generate_units(params, count, rng=rng)
+    else:
+        units, _ = (pool or default_pool(params)).take(count)
+    clock.lap("mask_material")
+    out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
+    clock.lap("score_and_mask")
     result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
     mapping = QueryMapping(
         query_id=query_id,
@@ -300,6 +284,7 @@ def score_masked(
         order=tuple(int(c) for c in order),
         rotations=tuple(int(r) for r in rotations),
     )
+    clock.lap("result")
     return result, mapping
 
 
@@ -329,15 +314,25 @@ def debug_scores(
 ) -> npt.NDArray[np.float64]:
     """Unmasked decrypted scores, for tests and benchmarks only (needs the secret key).
 
-    Never used by the protocol: it exists to measure HE fidelity against numpy.
+    Never used by the protocol: it exists to measure HE fidelity against numpy. It runs
+    the production kernel with neutral mask material (A = 1, u = F = e2 = 0), no
+    rotation, the identity order and τ = 0, so the result decrypts to 2·score.
     """
     _check_inputs(probe, gallery, public)
-    be = backend(probe.params)
-    y = _mac(be, probe, gallery, public, np.zeros(gallery.ciphertexts, dtype=np.uint64))
-    _, s = keys.secret_residues()
-    q = be.q.reshape(-1, 1)
-    scale = 2.0 ** (probe.params.probe_scale_bits + probe.params.template_scale_bits)
-    scores = [
-        be.decode_residues((y[c, 0] + y[c, 1] * s % q) % q, scale).real for c in range(len(y))
-    ]
-    return np.concatenate(scores)[: len(gallery)]
+    params = probe.params
+    be = backend(params)
+    count = gallery.ciphertexts
+    units = np.zeros((count, 3, be.k, be.n), dtype=np.uint32)
+    units[:, 0, :, : params.slots] = 1
+    out = _score_kernel(
+        be,
+        _expand_probe(be, probe, public),
+        gallery,
+        0.0,
+        units,
+        public,
+        np.zeros(count, dtype=np.int64),
+        np.arange(count, dtype=np.int64),
+    )
+    result = MaskedResult(params=params, key_id=probe.key_id, query_id=bytes(16), polys=out)
+    return _masked_values(keys, result).reshape(-1)[: len(gallery)] / 2.0

@@ -35,7 +35,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from crypto.errors import MalformedInputError, OversizedInputError
 from crypto.he.params import ParameterSet, get_parameter_set
 
-__all__ = ["MAX_PROBE_BYTES", "MAX_RESULT_BYTES", "MaskedResult", "Probe", "expand_seed"]
+__all__ = [
+    "MAX_PROBE_BYTES",
+    "MAX_RESULT_BYTES",
+    "MaskedResult",
+    "Probe",
+    "expand_seed",
+    "seed_words",
+]
 
 _PROBE_MAGIC = b"VMPB"
 _RESULT_MAGIC = b"VMMR"
@@ -58,13 +65,30 @@ def expand_seed(params: ParameterSet, seed: bytes) -> npt.NDArray[np.uint64]:
     SHA-256(domain ‖ parameter hash ‖ seed), zero counter. 64-bit words reduced mod a
     31-bit prime: bias below 2**-32 per coefficient.
     """
-    k, n = len(params.data_primes), params.poly_degree
-    key = hashlib.sha256(b"veilmatch/he/seed/v1\x00" + params.hash + seed).digest()
-    prg = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
-    stream = prg.update(bytes(8 * k * n))
-    words = np.frombuffer(stream, dtype="<u8").reshape(k, n)
+    k = len(params.data_primes)
+    words = seed_words(params, (seed,))[0]
     q = np.array(params.data_primes, dtype=np.uint64).reshape(k, 1)
-    return words % q
+    reduced: npt.NDArray[np.uint64] = words % q
+    return reduced
+
+
+def seed_words(params: ParameterSet, seeds: tuple[bytes, ...]) -> npt.NDArray[np.uint64]:
+    """The PRG words behind ``expand_seed`` for many seeds, (m, k, N) uint64, unreduced.
+
+    The service reduces them mod q itself (fused with its reordering); one buffer, no
+    per-seed allocation.
+    """
+    k, n = len(params.data_primes), params.poly_degree
+    stride = 8 * k * n
+    zeros = bytes(stride)
+    buf = bytearray(stride * len(seeds) + 15)  # update_into wants block_size − 1 spare
+    view = memoryview(buf)
+    for i, seed in enumerate(seeds):
+        key = hashlib.sha256(b"veilmatch/he/seed/v1\x00" + params.hash + seed).digest()
+        prg = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+        prg.update_into(zeros, view[i * stride : (i + 1) * stride + 15])
+    words: npt.NDArray[np.uint64] = np.frombuffer(buf, dtype="<u8", count=len(seeds) * k * n)
+    return words.reshape(len(seeds), k, n)
 
 
 def _check_residues(params: ParameterSet, arr: U32, what: str) -> None:
