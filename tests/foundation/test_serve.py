@@ -38,6 +38,8 @@ def _env(tmp_path, **extra):
 def test_serves_https_health_with_request_id_and_json_logs(tmp_path):
     pki = make_dev_pki(tmp_path / "var" / "keys", ["g1"])
     port = free_port()
+    log_path = tmp_path / "serve.log"
+    log_file = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -50,8 +52,7 @@ def test_serves_https_health_with_request_id_and_json_logs(tmp_path):
             str(free_port()),
         ],
         env=_env(tmp_path),
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log_file,  # a file, not a pipe: an undrained pipe would block the server
     )
     try:
         health = wait_healthy(f"https://127.0.0.1:{port}/healthz", pki.ca_cert)
@@ -67,7 +68,9 @@ def test_serves_https_health_with_request_id_and_json_logs(tmp_path):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=15)
+        proc.wait(timeout=30)
+        log_file.close()
+    stderr = log_path.read_text()
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert any(entry.get("request_id") == "req-abc-123" for entry in lines)
     assert "SECRET-BODY-MARKER" not in stderr
