@@ -24,6 +24,8 @@ _MASK32 = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 _GROUP = 4  # products accumulated between two folds (see check_fold_bound)
 _BLOCK = 256  # slots per half per MAC task: 4 accumulators × 256 × 8 B stay in L1
+#: Positions per gallery block (the gallery is laid out per MAC task).
+GALLERY_BLOCK = _BLOCK
 
 
 def check_fold_bound(q: np.ndarray) -> None:
@@ -187,14 +189,17 @@ def _finish(acc, res, a_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, 
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def score_and_mask(gallery, probe, pad, tau, masks, pk, rotations, order, q, r32, mu, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def score_and_mask(
+    gallery, probe, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, to_ntt, out
+):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """Multiply-accumulate, rotate, mask and rerandomise every result ciphertext at once.
 
     For result position i, block c = order[i], rotation r = rotations[c], the block's
-    scores Z = σ_r(Σ_j diag_j ⊙ rot_j(u)) are computed directly in slot order as
-    Z[t] = Σ_j diag_j[t + r] · probe_{(j + r) mod D}[t] (the probe ciphertexts are under
-    s, so Z is too: no key switch). Then, with the unit of mask material i
-    (A, u, F + σ_conj(F), e2) and the public key (p0, p1), all in slot order::
+    scores Z = σ_r(Σ_j diag_j ⊙ rot_j(u)) are computed directly in slot order: for
+    gallery position g, Z[g − r] = Σ_j diag_j[g] · probe_{(j + r) mod D}[g − r] (the
+    probe ciphertexts are under s, so Z is too: no key switch). Then, with the unit of
+    mask material i (A, u, F + σ_conj(F), e2) and the public key (p0, p1), all in slot
+    order::
 
         Z0 ← Z0 + pad_bias(σ_r) − τ
         c0 = A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F + σ_conj(F)
@@ -204,61 +209,62 @@ def score_and_mask(gallery, probe, pad, tau, masks, pk, rotations, order, q, r32
     (1, s, σ_conj(s)) to 2·Re(A·Z + R) with R = (u·p0 + F, u·p1 + e2) a fresh public-key
     encryption of zero whose c0 error is the flood F.
 
-    A task is one (prime, block of slot positions) and walks every result ciphertext,
-    so its slice of the probe (D × 2 × 2 × _BLOCK residues, 256 KB at D = 64) stays in
-    L2 while the gallery streams from memory once.
+    A task is one (prime, block of gallery positions) and walks every gallery block c:
+    the gallery is laid out per task, so each (task, c) reads one contiguous
+    2 × D × _BLOCK chunk from memory once. The probe (2 MB per prime) is read at the
+    rotated offset from cache; visiting the blocks in order of their rotation makes
+    consecutive windows overlap, so most of those reads hit L2.
 
-    gallery: uint32 (C, k, D, N) slot order; probe: uint32 (D, 2, k, N) slot order;
-    pad: uint32 (C, k, N) slot order; tau: uint64 (k,) = τ·Δ mod q; masks: uint32
-    (C, 3, k, N) slot order, row 0 = [A (S) | F + σ_conj(F) (S)], row 1 = u, row 2 = e2;
-    pk: uint32 (2, k, N) slot order; rotations, order: int64 (C,); q, r32, mu: uint64
+    gallery: uint32 (k, S/_BLOCK, C, 2, D, _BLOCK), entry [p, b, c, h, j, x] at slot
+    position h·S + b·_BLOCK + x; probe: uint32 (D, 2, k, N) slot order; pad: uint32
+    (C, k, N) slot order; tau: uint64 (k,) = τ·Δ mod q; masks: uint32 (C, 3, k, N) slot
+    order for result positions, row 0 = [A (S) | F + σ_conj(F) (S)], row 1 = u, row 2 =
+    e2; pk: uint32 (2, k, N) slot order; rotations (per block), position (result
+    position of each block), visit (a permutation of the blocks): int64 (C,); q, r32, mu: uint64
     (k,); to_ntt: int64 (N,) slot position → NTT index; out: uint32 (C, 2, k, N).
     """
-    n_ct, k, d, n = gallery.shape
+    k, blocks, n_ct, _, d, width = gallery.shape
+    n = probe.shape[3]
     s = n // 2
-    blocks = s // _BLOCK
     for task in prange(k * blocks):
         p = task // blocks
-        t0 = (task % blocks) * _BLOCK
+        blk = task % blocks
+        g0 = blk * width
         qq = q[p]
         rr = r32[p]
         mm = mu[p]
         m37 = np.uint64((1 << 37) // qq)
         tq = qq - tau[p]
-        acc = np.empty((4, _BLOCK), dtype=np.uint64)  # (c0, c1) × (half 0, half 1)
-        res = np.empty((3, _BLOCK), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
-        for i in range(n_ct):
-            c = order[i]
+        acc = np.empty((4, width), dtype=np.uint64)  # (c0, c1) × (half 0, half 1)
+        res = np.empty((3, width), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
+        for v in range(n_ct):
+            c = visit[v]
+            i = position[c]
             r = rotations[c]
             shift = r % d
-            gp = gallery[c, p]
-            s0 = (t0 + r) % s  # gallery position read for output t0
-            l1 = min(_BLOCK, s - s0)  # up to the end of the half, then wrap to its start
+            s0 = (g0 - r) % s  # output slot of gallery position g0
+            l1 = min(width, s - s0)  # up to the end of the half, then wrap to its start
             acc[:] = 0
             for h in range(2):
-                _mac(acc[h], acc[2 + h], gp, probe, p, h * s + s0, h * s + t0, 0, l1, shift, rr)
-                if l1 < _BLOCK:
-                    _mac(
-                        acc[h],
-                        acc[2 + h],
-                        gp,
-                        probe,
-                        p,
-                        h * s,
-                        h * s + t0 + l1,
-                        l1,
-                        _BLOCK - l1,
-                        shift,
-                        rr,
-                    )
-            _finish(acc, res, 0, pad, c, p, s0, l1, tq, masks, i, t0, pk, qq, rr, mm, m37)
-            if l1 < _BLOCK:
+                gch = gallery[p, blk, c, h]
+                _mac(acc[h], acc[2 + h], gch, probe, p, 0, h * s + s0, 0, l1, shift, rr)
+                if l1 < width:
+                    _mac(acc[h], acc[2 + h], gch, probe, p, l1, h * s, l1, width - l1, shift, rr)
+            _finish(acc, res, 0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mm, m37)
+            if l1 < width:
                 _finish(
-                    acc, res, l1, pad, c, p, -l1, _BLOCK - l1, tq, masks, i, t0, pk, qq, rr, mm, m37
+                    acc, res, l1, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mm, m37
                 )
-            for x in range(_BLOCK):
-                ta = to_ntt[t0 + x]
-                tb = to_ntt[s + t0 + x]
+            for x in range(l1):
+                ta = to_ntt[s0 + x]
+                tb = to_ntt[s + s0 + x]
+                out[i, 0, p, ta] = res[0, x]
+                out[i, 0, p, tb] = res[0, x]
+                out[i, 1, p, ta] = res[1, x]
+                out[i, 1, p, tb] = res[2, x]
+            for x in range(l1, width):
+                ta = to_ntt[x - l1]
+                tb = to_ntt[s + x - l1]
                 out[i, 0, p, ta] = res[0, x]
                 out[i, 0, p, tb] = res[0, x]
                 out[i, 1, p, ta] = res[1, x]

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crypto.errors import GalleryError
+from crypto.he._kernels import GALLERY_BLOCK
 from crypto.he.params import ParameterSet
 
 __all__ = ["Gallery"]
@@ -31,10 +32,12 @@ NORM_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class Gallery:
-    """Encoded templates: ``diagonals`` (C, k, D, N) and ``pad_bias`` (C, k, N), uint32.
+    """Encoded templates: ``diagonals`` and ``pad_bias`` (C, k, N), uint32 residues.
 
-    Both are NTT residues in slot order (``Backend.slot_to_ntt``); ``pad_bias`` encodes
-    0 on real rows and −pad_bias on empty slots at the score scale Δv·Δt.
+    Both are NTT residues in slot order (``Backend.slot_to_ntt``). ``diagonals`` has
+    shape (k, S/B, C, 2, D, B) with B = ``GALLERY_BLOCK``: entry [p, b, c, h, j, x] is
+    diagonal j of block c at slot position h·S + b·B + x, mod prime p. ``pad_bias``
+    encodes 0 on real rows and −pad_bias on empty slots at the score scale Δv·Δt.
     """
 
     params: ParameterSet
@@ -50,7 +53,7 @@ class Gallery:
     @property
     def ciphertexts(self) -> int:
         """Result ciphertexts per query (⌈n / slots⌉)."""
-        return int(self.diagonals.shape[0])
+        return int(self.diagonals.shape[2])
 
     @property
     def nbytes(self) -> int:
@@ -88,14 +91,20 @@ class Gallery:
         rows = np.arange(s)[:, None]
         scale = 2.0**params.template_scale_bits
         k, nn = be.k, be.n
-        diagonals = np.empty((c_count, k, diag_count, nn), dtype=np.uint32)
+        width = GALLERY_BLOCK
+        blocks = s // width
+        # (prime, position block, block c, half, diagonal, position): one MAC task's
+        # data is one contiguous stream over c (see _kernels.score_and_mask).
+        diagonals = np.empty((k, blocks, c_count, 2, diag_count, width), dtype=np.uint32)
         pad_bias = np.empty((c_count, k, nn), dtype=np.uint32)
         bias_scale = 2.0 ** (params.template_scale_bits + params.probe_scale_bits)
         for c in range(c_count):
             block = w[c * s : (c + 1) * s][rows, idx]  # (S, D): column j is diag_j
             for j in range(diag_count):
-                encoded = be.encode(np.ascontiguousarray(block[:, j]), scale)
-                diagonals[c, :, j] = be.to_slot_order(encoded)
+                encoded = be.to_slot_order(be.encode(np.ascontiguousarray(block[:, j]), scale))
+                diagonals[:, :, c, :, j] = encoded.reshape(k, 2, blocks, width).transpose(
+                    0, 2, 1, 3
+                )
             bias = np.zeros(s, dtype=np.complex128)
             real_rows = max(0, min(s, n - c * s))
             bias[real_rows:] = -params.pad_bias

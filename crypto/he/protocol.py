@@ -228,7 +228,8 @@ def _score_kernel(
         units,
         public.public_slot_residues(),
         rotations,
-        order,
+        np.argsort(order).astype(np.int64),  # result position of each gallery block
+        np.argsort(rotations, kind="stable").astype(np.int64),  # visit order
         be.q,
         r32_for(be.q),
         mu_for(be.q),
