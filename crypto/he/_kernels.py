@@ -189,9 +189,9 @@ def _finish(acc, res, a_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, 
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def score_and_mask(
+def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     gallery, probe, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, to_ntt, out
-):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+):
     """Multiply-accumulate, rotate, mask and rerandomise every result ciphertext at once.
 
     For result position i, block c = order[i], rotation r = rotations[c], the block's
