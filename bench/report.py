@@ -38,7 +38,7 @@ TITLES = {
     "policy": "Policy engine",
     "load": "Load test (end to end)",
 }
-MAX_COLUMNS = 9
+MAX_COLUMNS = 12
 LOAD_COLUMNS = [
     ("backend", "backend"),
     ("watchlist", "watchlist"),
@@ -177,7 +177,7 @@ def render_tables(records: list[dict[str, Any]], machine: dict[str, Any]) -> lis
         lines.append(f"Command: {_command(bench, rows)}. {_machine_line(rows, machine)}")
         lines.append("")
         if bench == "load":
-            lines.extend(_table(flat, LOAD_COLUMNS))
+            lines.append("Table, plots and reconciliation: see the load-test section.")
         else:
             columns, constant = _auto_columns(flat)
             lines.extend(_table(flat, columns))
@@ -261,6 +261,7 @@ def _plots(
                 label="HE score only (bench.he_match)")  # fmt: skip
     if plotted:
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("watchlist size (entries)")
         ax.set_ylabel("end-to-end latency (s)")
         ax.set_title("Latency vs watchlist size")
