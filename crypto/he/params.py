@@ -39,7 +39,8 @@ class ParameterSet:
             (baby steps); the service makes the remaining rotations with one Galois key.
         mask_weight: Hamming weight of the sparse ternary polynomial h whose squared
             modulus |h(ζ)|² (+1) is the per-slot masking scale: in [1, mask_weight²+1].
-        flood_bits: coefficients of the flooding polynomial are uniform in ±2**flood_bits.
+        flood_bits: coefficients of the flooding polynomial are uniform in
+            [−2**flood_bits, 2**flood_bits).
         pad_bias: score offset given to empty slots so they always reveal negative.
         noise_sigma: standard deviation of the rerandomisation errors (SEAL's 3.2).
     """

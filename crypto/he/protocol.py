@@ -8,15 +8,20 @@
 Masking (step 2), per query and per result ciphertext c, all on NTT residues:
 
 * subtract the threshold and push empty slots to −pad_bias (always negative);
-* add a flooding polynomial with coefficients uniform in ±2**flood_bits;
-* rotate the slots by a fresh uniform r_c (the probe is read through the inverse
-  automorphism so the gallery streams contiguously; the result is then permuted);
+* add a flooding polynomial with coefficients uniform in [−2**flood_bits, 2**flood_bits);
+* rotate the slots by a fresh uniform r_c (a rotation is a permutation of NTT residues:
+  the kernel reads the probe at the rotated offset, so the result stays under the
+  gate's key s without a key switch);
 * keep only the real part and scale each slot by a fresh positive A_k = 1 + |h(ζ_k)|²
   (h a fresh sparse ternary polynomial, so A_k ∈ [1, w² + 1] exactly real): the result
   (c0, c1) has a conjugation-symmetric c0 and decrypts, with the implied third part
   conj(c1), under (1, s, conj(s)) to 2·Re(A ⊙ scores);
 * rerandomise with a fresh public-key encryption of zero (the flood is its c0 error);
 * shuffle the order of the result ciphertexts.
+
+The per-ciphertext randomness (A, u, F, e2 and their NTTs) is independent of the
+probe, gallery and key, so it is produced ahead of time by ``crypto.he.masks.MaskPool``
+and each unit is used once; an empty pool means generating it now (slower, as safe).
 
 The gate sees A_k·(score_k − τ) + noise: its sign, and a magnitude drawn afresh each time.
 """
