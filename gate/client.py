@@ -14,7 +14,15 @@ Protocol per traveller: ``POST /gate/v1/match`` with the encrypted probe (and th
 document pseudonym, never the number); decrypt the masked result locally and keep
 only the positive positions (raw decrypted values never leave this process);
 ``POST /gate/v1/reveal`` with those positions; show the outcome. Every request is
-signed (``crypto.signing``) and carries a request id so a retry is idempotent.
+signed (``crypto.signing``) over its exact body bytes and carries a request id so a
+retry is idempotent.
+
+The match exchange uses the service's binary frames (version 1, see
+``service/wire.py`` and ``docs/api.md``): ``magic | version | meta length | JSON
+meta | payload``, so the 2 MB probe and the 0.3 MB masked result travel as raw bytes,
+not base64 inside JSON. The frame is built here rather than imported, because the gate
+depends on ``crypto`` only; the service's tests round-trip one implementation through
+the other.
 
 When the service is unreachable, :meth:`GateClient.check_or_queue` stores the encrypted
 probe in the gate's :class:`~gate.offline_queue.OfflineQueue`; :meth:`drain` sends the
@@ -29,6 +37,7 @@ import hmac
 import json
 import secrets
 import ssl
+import struct
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -52,6 +61,14 @@ __all__ = [
     "ServiceUnreachableError",
     "pseudonymise",
 ]
+
+
+#: Binary match wire, version 1 (the service's ``service.wire``).
+MATCH_REQUEST_TYPE = "application/vnd.veilmatch.match-request"
+MATCH_RESPONSE_TYPE = "application/vnd.veilmatch.match-response"
+_FRAME_VERSION = 1
+_FRAME_HEAD = struct.Struct(">4sBH")
+_MAX_META = 1024
 
 
 class ServiceUnreachableError(GateError):
@@ -134,10 +151,9 @@ class GateClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps(payload, separators=(",", ":")).encode()
+    def _send(self, path: str, body: bytes, content_type: str) -> httpx.Response:
         headers = self.signer.sign("POST", path, body, now=self.clock())
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
         try:
             response = self._http.post(path, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -149,8 +165,26 @@ class GateClient:
             except ValueError:
                 code, detail = "unknown", response.text[:200]
             raise ServiceRefusedError(response.status_code, code, detail)
-        data: dict[str, Any] = response.json()
+        return response
+
+    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        data: dict[str, Any] = self._send(path, body, "application/json").json()
         return data
+
+    def match(
+        self, probe: bytes, doc_pseudonym: str | None = None, request_id: str | None = None
+    ) -> tuple[str, bytes]:
+        """Send an encrypted probe (binary wire); returns (query id, masked result bytes)."""
+        meta: dict[str, Any] = {"request_id": request_id or secrets.token_hex(16)}
+        if doc_pseudonym is not None:
+            meta["doc_pseudonym"] = doc_pseudonym
+        body = _frame(b"VMRQ", json.dumps(meta, separators=(",", ":")).encode(), probe)
+        response = self._send("/gate/v1/match", body, MATCH_REQUEST_TYPE)
+        if response.headers.get("content-type", "").split(";")[0].strip() != MATCH_RESPONSE_TYPE:
+            raise ServiceRefusedError(response.status_code, "unexpected-media-type", "")
+        head, result = _unframe(b"VMRS", response.content)
+        return str(head["query_id"]), result
 
     def register(self, site: str) -> dict[str, Any]:
         """Register this gate's keys (pending until an admin approves)."""
@@ -191,18 +225,11 @@ class GateClient:
     ) -> MatchOutcome:
         """Match an already encrypted probe, reveal, return the outcome."""
         request_id = request_id or secrets.token_hex(16)
-        payload: dict[str, Any] = {"request_id": request_id, "probe": _b64(probe)}
-        if doc_pseudonym is not None:
-            payload["doc_pseudonym"] = doc_pseudonym
-        matched = self._post("/gate/v1/match", payload)
-        positions = self.he.reveal(base64.b64decode(matched["result"]))
+        query_id, result = self.match(probe, doc_pseudonym, request_id)
+        positions = self.he.reveal(result)
         revealed = self._post(
             "/gate/v1/reveal",
-            {
-                "request_id": request_id + "-r",
-                "query_id": matched["query_id"],
-                "positions": positions,
-            },
+            {"request_id": request_id + "-r", "query_id": query_id, "positions": positions},
         )
         return MatchOutcome(str(revealed["query_id"]), str(revealed["outcome"]), len(positions))
 
@@ -240,6 +267,30 @@ def _key_id(public: bytes) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _frame(magic: bytes, meta: bytes, payload: bytes) -> bytes:
+    """A version-1 frame: magic, version, meta length (u16 BE), meta, payload."""
+    if len(meta) > _MAX_META:
+        raise ValueError("frame metadata too large")
+    return b"".join((_FRAME_HEAD.pack(magic, _FRAME_VERSION, len(meta)), meta, payload))
+
+
+def _unframe(magic: bytes, data: bytes) -> tuple[dict[str, Any], bytes]:
+    """Metadata and payload of a version-1 frame; ``GateError`` if malformed."""
+    if len(data) < _FRAME_HEAD.size:
+        raise GateError("service response frame truncated")
+    got, version, meta_len = _FRAME_HEAD.unpack_from(data, 0)
+    if got != magic or version != _FRAME_VERSION or meta_len > _MAX_META:
+        raise GateError("service response is not a version-1 match frame")
+    start = _FRAME_HEAD.size + meta_len
+    try:
+        meta = json.loads(data[_FRAME_HEAD.size : start])
+    except ValueError:
+        raise GateError("service response frame metadata is not JSON") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("query_id"), str):
+        raise GateError("service response frame metadata lacks a query id")
+    return meta, data[start:]
 
 
 def _pack(probe: bytes, doc: str | None, request_id: str) -> bytes:

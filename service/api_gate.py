@@ -1,14 +1,17 @@
 """Gate API (mutual TLS + signed requests): register, rotate keys, match, reveal, heartbeat.
 
 Each handler reads the raw body, authenticates it (certificate, signature, key state,
-nonce; committed before any work so a nonce stays spent), authorises the action with
-``veilmatch.access`` and only then parses the body. Bodies are documented in the OpenAPI
-schema through ``openapi_extra`` because they are parsed after authentication.
+unseen nonce), authorises the action with ``veilmatch.access`` and only then parses
+the body. Bodies are documented in the OpenAPI schema through ``openapi_extra``
+because they are parsed after authentication.
 
 Match protocol (see ``docs/api.md``): ``match`` scores the encrypted probe in a worker
 process and returns the masked result; the secret mapping stays in memory for
 ``pending_query_ttl_s``. ``reveal`` turns the gate's positive positions into watchlist
-entries, asks ``veilmatch.alert``, and answers ``proceed`` or ``secondary``.
+entries, asks ``veilmatch.alert``, and answers ``proceed`` or ``secondary``. Each of
+the two commits its nonce, records and audit leaves in one transaction before it
+answers (see the comment above ``match``); ``match`` speaks JSON or the binary frames
+of :mod:`service.wire`.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -26,13 +31,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from service import gates as gate_registry
-from service import watchlist
+from service import watchlist, wire
 from service.accounts import Principal
 from service.alerts import create_alert
 from service.context import ServiceContext
 from service.errors import (
     ConflictError,
     ForbiddenError,
+    GateRefusedError,
     MalformedRequestError,
     QueryExpiredError,
     RateLimitedError,
@@ -43,8 +49,10 @@ from service.ports import ServiceEvent
 from service.schemas import (
     GateRegister,
     KeyRotate,
+    MatchMeta,
     MatchRequest,
     MatchResponse,
+    MatchResultMeta,
     RevealRequest,
     RevealResponse,
     b64decode_field,
@@ -52,7 +60,6 @@ from service.schemas import (
 from service.tables import (
     crossings,
     gate_keys,
-    gates,
     idempotency_keys,
     pending_queries,
     probe_records,
@@ -62,6 +69,7 @@ from service.tls import peer_certificate
 
 __all__ = ["BODY_LIMITS", "router"]
 
+log = logging.getLogger("veilmatch.gate_api")
 router = APIRouter(prefix="/gate/v1", tags=["gate"])
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -123,31 +131,38 @@ async def _authenticate(
 
 
 def _idempotent(
-    ctx: ServiceContext, gate_id: str, request_id: str, route: str, body: bytes
+    ctx: ServiceContext,
+    conn: sa.Connection,
+    gate_id: str,
+    request_id: str,
+    route: str,
+    digest: str,
 ) -> Response | None:
-    """A stored response for a retried request id, or None. Another body: 409."""
-    digest = hashlib.sha256(body).hexdigest()
-    with ctx.reader() as conn:
-        row = conn.execute(
-            sa.select(idempotency_keys).where(
-                idempotency_keys.c.gate_id == gate_id,
-                idempotency_keys.c.request_id == request_id,
-            )
-        ).first()
+    """A stored response for a retried request id, or None. Another body: 409.
+
+    ``digest`` is the SHA-256 (hex) of the request body.
+    """
+    row = conn.execute(
+        sa.select(idempotency_keys).where(
+            idempotency_keys.c.gate_id == gate_id,
+            idempotency_keys.c.request_id == request_id,
+        )
+    ).first()
     if row is None:
         return None
     if row.route != route or row.body_sha256 != digest:
         raise ConflictError("request id reused with a different body", code="request-id-reused")
     stored = bytes(row.response)
+    media_type = "application/json"
     if route == "match":
         # Masked results are large and only useful while their mapping lives: the
         # database keeps the query id, memory keeps the response until the TTL.
         query_id = json.loads(stored)["query_id"]
-        payload = ctx.pending.response_for(query_id, gate_id, ctx.now())
-        if payload is None:
+        pending = ctx.pending.response_for(query_id, gate_id, ctx.now())
+        if pending is None:
             raise QueryExpiredError("the retried query expired; send a new request")
-        stored = payload
-    return Response(stored, status_code=int(row.status_code), media_type="application/json")
+        stored, media_type = pending
+    return Response(stored, status_code=int(row.status_code), media_type=media_type)
 
 
 def _store_idempotent(
@@ -155,7 +170,7 @@ def _store_idempotent(
     gate_id: str,
     request_id: str,
     route: str,
-    body: bytes,
+    digest: str,
     response: bytes,
     now: dt.datetime,
 ) -> None:
@@ -164,7 +179,7 @@ def _store_idempotent(
             gate_id=gate_id,
             request_id=request_id,
             route=route,
-            body_sha256=hashlib.sha256(body).hexdigest(),
+            body_sha256=digest,
             status_code=200,
             response=response,
             created_at=now,
@@ -270,16 +285,26 @@ async def rotate(request: Request) -> dict[str, str]:
 @router.post("/heartbeat")
 async def heartbeat(request: Request) -> dict[str, Any]:
     """Liveness from the gate; answers with the key's expiry so the gate rotates in time."""
-    ctx, identity, _body = await _authenticate(request, "gate.heartbeat")
+    ctx = _ctx(request)
+    body = await request.body()
+    cert = peer_certificate(request.scope)
+    now = ctx.now()
 
-    def run() -> dt.datetime:
+    def run() -> tuple[GateIdentity, dt.datetime]:
         with ctx.transaction() as conn:
+            identity = gate_registry.authenticate_request(
+                conn, cert, request.method, request.url.path, body, request.headers, now=now
+            )
             row = conn.execute(
                 sa.select(gate_keys.c.expires_at).where(gate_keys.c.id == identity.key_id)
             ).one()
-            return utc(row.expires_at)
+            return identity, utc(row.expires_at)
 
-    expires = await run_in_threadpool(run)
+    identity, expires = await run_in_threadpool(run)
+    principal = Principal(identity.gate_id, "gate", kind="gate")
+    request.state.principal = principal
+    request.state.action = "gate.heartbeat"
+    ctx.authorize(principal, "gate.heartbeat", {"gate_id": identity.gate_id})
     return {
         "gate_id": identity.gate_id,
         "key_id": identity.key_id,
@@ -289,33 +314,92 @@ async def heartbeat(request: Request) -> dict[str, Any]:
 
 
 # --- match and reveal -------------------------------------------------------------------
+#
+# Two committed transactions per traveller. Each handler first checks the request
+# without writing (certificate, signature, key state, unseen nonce; then policy and
+# idempotency reads), does the work, and then commits in ONE transaction the nonce, the
+# records and their audit leaves before answering. If anything fails after the checks,
+# the nonce is spent in its own transaction before the error goes out, so a request
+# that was answered — successfully or not — can never be replayed.
 
 
-def _match_policy(ctx: ServiceContext, identity: GateIdentity, now: dt.datetime) -> Any:
-    with ctx.reader() as conn:
-        gate = conn.execute(sa.select(gates).where(gates.c.id == identity.gate_id)).one()
-        key = conn.execute(
-            sa.select(gate_keys).where(
-                gate_keys.c.gate_id == identity.gate_id, gate_keys.c.status == "active"
-            )
-        ).first()
-        recent = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(pending_queries)
-            .where(
-                pending_queries.c.gate_id == identity.gate_id,
-                pending_queries.c.created_at > now - dt.timedelta(seconds=60),
-            )
-        ).scalar_one()
+def _check_gate(
+    ctx: ServiceContext,
+    request: Request,
+    conn: sa.Connection,
+    body: bytes,
+    action: str,
+    now: dt.datetime,
+    seen: list[GateIdentity],
+    *,
+    with_bundle: bool,
+) -> GateIdentity:
+    """Authenticate without writing, then authorise ``action`` (runs in a worker thread).
+
+    The identity is appended to ``seen`` as soon as the request authenticates, so the
+    caller can spend its nonce if anything after this point (authorisation included)
+    refuses the request.
+    """
+    identity = gate_registry.check_request(
+        conn,
+        peer_certificate(request.scope),
+        request.method,
+        request.url.path,
+        body,
+        request.headers,
+        now=now,
+        with_bundle=with_bundle,
+    )
+    seen.append(identity)
+    principal = Principal(identity.gate_id, "gate", kind="gate")
+    request.state.principal = principal
+    request.state.action = action
+    ctx.authorize(principal, action, {"gate_id": identity.gate_id})
+    return identity
+
+
+def _spend_alone(ctx: ServiceContext, identity: GateIdentity, now: dt.datetime) -> None:
+    """Spend the nonce of a request whose work failed (best effort: the error stands)."""
+    try:
+        with ctx.transaction() as conn:
+            gate_registry.spend_nonce(conn, identity, now)
+    except Exception as exc:  # already spent by a concurrent copy, or the database is down
+        log.warning("nonce not recorded", extra={"error_type": type(exc).__name__})
+
+
+async def _spending_on_failure(
+    ctx: ServiceContext, seen: list[GateIdentity], now: dt.datetime, exc: BaseException
+) -> None:
+    replayed = isinstance(exc, GateRefusedError) and exc.code == "request-replayed"
+    if seen and not replayed:
+        await run_in_threadpool(_spend_alone, ctx, seen[0], now)
+
+
+def _match_policy(
+    ctx: ServiceContext, conn: sa.Connection, identity: GateIdentity, now: dt.datetime
+) -> Any:
+    key = conn.execute(
+        sa.select(gate_keys.c.id, gate_keys.c.created_at).where(
+            gate_keys.c.gate_id == identity.gate_id, gate_keys.c.status == "active"
+        )
+    ).first()
+    recent = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(pending_queries)
+        .where(
+            pending_queries.c.gate_id == identity.gate_id,
+            pending_queries.c.created_at > now - dt.timedelta(seconds=60),
+        )
+    ).scalar_one()
     decision = ctx.policy.evaluate(
         "veilmatch.match.decision",
         {
             "now": now.isoformat(),
             "gate": {
                 "id": identity.gate_id,
-                "site": gate.site,
+                "site": identity.site,
                 "registered": True,
-                "active": gate.status == "active",
+                "active": identity.gate_status == "active",
                 "key_id": identity.key_id,
                 "current_key_id": key.id if key is not None else None,
                 "key_created_at": utc(key.created_at).isoformat() if key is not None else None,
@@ -332,36 +416,136 @@ def _match_policy(ctx: ServiceContext, identity: GateIdentity, now: dt.datetime)
     return decision
 
 
-@router.post("/match", response_model=MatchResponse, openapi_extra=_doc(MatchRequest))
-async def match(request: Request) -> Response:
-    """Score an encrypted probe against the watchlist; returns the masked result."""
-    ctx, identity, body = await _authenticate(request, "gate.match")
+def _match_body(body: bytes, binary: bool) -> tuple[MatchMeta, bytes]:
+    """The request's metadata and probe bytes, from either wire form."""
+    if binary:
+        frame = wire.parse_frame(body, wire.MATCH_REQUEST_MAGIC, max_payload=_PROBE_MAX)
+        return _parse(MatchMeta, frame.meta), frame.payload
     req = _parse(MatchRequest, body)
-    cached = await run_in_threadpool(
-        _idempotent, ctx, identity.gate_id, req.request_id, "match", body
-    )
-    if cached is not None:
-        return cached
-    now = ctx.now()
-    decision = await run_in_threadpool(_match_policy, ctx, identity, now)
     probe = b64decode_field(req.probe, "probe", _PROBE_MAX)
-    outcome = await ctx.pool.score(probe, identity.he_public_bundle, ctx.settings.match_threshold)
+    return MatchMeta(request_id=req.request_id, doc_pseudonym=req.doc_pseudonym), probe
+
+
+@dataclass
+class _MatchAdmission:
+    identity: GateIdentity
+    meta: MatchMeta
+    probe: bytes
+    digest: str
+    decision: Any = None
+    cached: Response | None = None
+
+
+_MATCH_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": MatchRequest.model_json_schema()},
+            wire.MATCH_REQUEST_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "The masked result, in the wire form of the request.",
+            "content": {
+                "application/json": {"schema": MatchResponse.model_json_schema()},
+                wire.MATCH_RESPONSE_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+}
+
+
+@router.post("/match", response_model=MatchResponse, openapi_extra=_MATCH_DOC)
+async def match(request: Request) -> Response:
+    """Score an encrypted probe against the watchlist; returns the masked result.
+
+    Two wire forms: JSON with a base64 probe, or a binary frame
+    (``application/vnd.veilmatch.match-request``, see ``service.wire``) answered with a
+    binary frame.
+    """
+    ctx = _ctx(request)
+    body = await request.body()
+    binary = wire.is_media_type(request.headers.get("content-type"), wire.MATCH_REQUEST_TYPE)
+    now = ctx.now()
+    seen: list[GateIdentity] = []
+
+    def admit() -> _MatchAdmission:
+        with ctx.reader() as conn:
+            identity = _check_gate(
+                ctx, request, conn, body, "gate.match", now, seen, with_bundle=True
+            )
+            meta, probe = _match_body(body, binary)
+            digest = hashlib.sha256(body).hexdigest()
+            adm = _MatchAdmission(identity, meta, probe, digest)
+            adm.cached = _idempotent(ctx, conn, identity.gate_id, meta.request_id, "match", digest)
+            if adm.cached is None:
+                adm.decision = _match_policy(ctx, conn, identity, now)
+        return adm
+
+    try:
+        adm = await run_in_threadpool(admit)
+        if adm.cached is not None:
+            await run_in_threadpool(_spend_alone, ctx, adm.identity, now)
+            return adm.cached
+        return await _score_and_commit(ctx, adm, binary, now)
+    except BaseException as exc:
+        await _spending_on_failure(ctx, seen, now, exc)
+        raise
+
+
+async def _score_and_commit(
+    ctx: ServiceContext, adm: _MatchAdmission, binary: bool, now: dt.datetime
+) -> Response:
+    identity, meta = adm.identity, adm.meta
+    outcome = await ctx.pool.score(
+        adm.probe, identity.he_public_bundle, ctx.settings.match_threshold
+    )
     ctx.metrics.he_score_seconds.observe(outcome.seconds)
     query_id = str(uuid.uuid4())
     expires = now + dt.timedelta(seconds=ctx.settings.pending_query_ttl_s)
-    payload = (
-        MatchResponse(
-            query_id=query_id,
-            result=base64.b64encode(outcome.masked_result).decode("ascii"),
-            expires_at=expires,
-            gallery_version=outcome.gallery_version,
+    if binary:
+        head = MatchResultMeta(
+            query_id=query_id, expires_at=expires, gallery_version=outcome.gallery_version
         )
-        .model_dump_json()
-        .encode()
+        media_type = wire.MATCH_RESPONSE_TYPE
+        payload = wire.encode_frame(
+            wire.MATCH_RESPONSE_MAGIC, head.model_dump_json().encode(), outcome.masked_result
+        )
+    else:
+        media_type = "application/json"
+        payload = (
+            MatchResponse(
+                query_id=query_id,
+                result=base64.b64encode(outcome.masked_result).decode("ascii"),
+                expires_at=expires,
+                gallery_version=outcome.gallery_version,
+            )
+            .model_dump_json()
+            .encode()
+        )
+    decision = adm.decision
+    event = ServiceEvent(
+        "match.query",
+        f"gate:{identity.gate_id}",
+        (f"query:{query_id}", f"gate:{identity.gate_id}"),
+        {
+            "key_id": identity.key_id,
+            "he_key_id": identity.he_key_id,
+            "gallery_version": outcome.gallery_version,
+            "gallery_size": len(outcome.entry_ids),
+            "travel_info": meta.doc_pseudonym is not None,
+            "request_id": meta.request_id,
+        },
+        decision_id=decision.decision_id,
+        bundle_digest=decision.bundle_digest,
     )
+    # The database keeps only the query id for retries (no masked result on disk).
+    stored = json.dumps({"query_id": query_id}).encode()
 
-    def run() -> None:
+    def commit() -> None:
         with ctx.transaction() as conn:
+            gate_registry.spend_nonce(conn, identity, now)
             conn.execute(
                 pending_queries.insert().values(
                     id=query_id,
@@ -370,39 +554,25 @@ async def match(request: Request) -> Response:
                     created_at=now,
                     expires_at=expires,
                     gallery_version=outcome.gallery_version,
-                    doc_pseudonym=req.doc_pseudonym,
+                    doc_pseudonym=meta.doc_pseudonym,
                     status="pending",
                 )
             )
-            if req.doc_pseudonym:
+            if meta.doc_pseudonym:
                 conn.execute(
                     crossings.insert().values(
                         id=str(uuid.uuid4()),
-                        doc_pseudonym=req.doc_pseudonym,
+                        doc_pseudonym=meta.doc_pseudonym,
                         gate_id=identity.gate_id,
                         at=now,
                     )
                 )
-            ctx.record(
-                conn,
-                ServiceEvent(
-                    "match.query",
-                    f"gate:{identity.gate_id}",
-                    (f"query:{query_id}", f"gate:{identity.gate_id}"),
-                    {
-                        "key_id": identity.key_id,
-                        "he_key_id": identity.he_key_id,
-                        "gallery_version": outcome.gallery_version,
-                        "gallery_size": len(outcome.entry_ids),
-                        "travel_info": req.doc_pseudonym is not None,
-                        "request_id": req.request_id,
-                    },
-                    decision_id=decision.decision_id,
-                    bundle_digest=decision.bundle_digest,
-                ),
+            ctx.record(conn, event)
+            _store_idempotent(
+                conn, identity.gate_id, meta.request_id, "match", adm.digest, stored, now
             )
-            _store_idempotent(conn, identity.gate_id, req.request_id, "match", body, payload, now)
 
+    # Remember the mapping before committing: once committed, a retry may ask for it.
     ctx.pending.put(
         PendingQuery(
             query_id,
@@ -411,12 +581,18 @@ async def match(request: Request) -> Response:
             outcome.entry_ids,
             outcome.gallery_version,
             expires,
-            probe,
+            adm.probe,
             payload,
+            media_type,
+            meta.doc_pseudonym,
         )
     )
-    await run_in_threadpool(run)
-    return Response(payload, media_type="application/json")
+    try:
+        await run_in_threadpool(commit)
+    except BaseException:
+        ctx.pending.discard(query_id)
+        raise
+    return Response(payload, media_type=media_type)
 
 
 def _alert_decision(
@@ -452,52 +628,55 @@ def _keep_probe(ctx: ServiceContext, state: str) -> bool:
 @router.post("/reveal", response_model=RevealResponse, openapi_extra=_doc(RevealRequest))
 async def reveal(request: Request) -> Response:
     """Turn the gate's positive positions into an outcome: ``proceed`` or ``secondary``."""
-    ctx, identity, body = await _authenticate(request, "gate.reveal")
-    req = _parse(RevealRequest, body)
-    cached = await run_in_threadpool(
-        _idempotent, ctx, identity.gate_id, req.request_id, "reveal", body
-    )
-    if cached is not None:
-        return cached
+    ctx = _ctx(request)
+    body = await request.body()
     now = ctx.now()
-    pending = ctx.pending.take(req.query_id, identity.gate_id, now)
-    rows = await run_in_threadpool(ctx.he.resolve, req.positions, pending.mapping)
-    hits = sorted({pending.entry_ids[i] for i in rows if 0 <= i < len(pending.entry_ids)})
+    seen: list[GateIdentity] = []
 
-    def run() -> tuple[str, dict[str, Any] | None, bytes]:
+    def run() -> tuple[Response | None, str, dict[str, Any] | None, bytes]:
+        digest = hashlib.sha256(body).hexdigest()
+        with ctx.reader() as conn:
+            identity = _check_gate(
+                ctx, request, conn, body, "gate.reveal", now, seen, with_bundle=False
+            )
+            req = _parse(RevealRequest, body)
+            cached = _idempotent(ctx, conn, identity.gate_id, req.request_id, "reveal", digest)
+            if cached is not None:
+                return cached, "", None, b""
+            pending = ctx.pending.take(req.query_id, identity.gate_id, now)
+            rows = ctx.he.resolve(req.positions, pending.mapping)
+            hits = sorted({pending.entry_ids[i] for i in rows if 0 <= i < len(pending.entry_ids)})
+            decision = _alert_decision(ctx, conn, hits, pending.doc_pseudonym, now)
+        result = decision.result if isinstance(decision.result, dict) else {}
+        raise_alert = result.get("alert") is True
+        outcome = "secondary" if raise_alert else "proceed"
+        keep_probe = raise_alert and _keep_probe(ctx, "alert_open")
+        events = [
+            ServiceEvent(
+                "match.decision",
+                f"gate:{identity.gate_id}",
+                (f"query:{req.query_id}", *(f"watchlist:{h}" for h in hits)),
+                {
+                    "outcome": outcome,
+                    "hits": len(hits),
+                    "reason": str(result.get("reason", ""))[:200],
+                    "severity": str(result.get("severity", "none")),
+                    "gallery_version": pending.gallery_version,
+                    "frequent_crossing": bool(result.get("frequent_crossing", False)),
+                },
+                decision_id=decision.decision_id,
+                bundle_digest=decision.bundle_digest,
+            )
+        ]
+        payload = RevealResponse(query_id=req.query_id, outcome=outcome).model_dump_json().encode()
+        alert: dict[str, Any] | None = None
         with ctx.transaction() as conn:
-            row = conn.execute(
-                sa.select(pending_queries.c.doc_pseudonym).where(
-                    pending_queries.c.id == req.query_id
-                )
-            ).one()
-            decision = _alert_decision(ctx, conn, hits, row.doc_pseudonym, now)
-            result = decision.result if isinstance(decision.result, dict) else {}
-            raise_alert = result.get("alert") is True
-            outcome = "secondary" if raise_alert else "proceed"
+            gate_registry.spend_nonce(conn, identity, now)
             conn.execute(
                 pending_queries.update()
                 .where(pending_queries.c.id == req.query_id)
                 .values(status="revealed", outcome=outcome, decision_id=decision.decision_id)
             )
-            events = [
-                ServiceEvent(
-                    "match.decision",
-                    f"gate:{identity.gate_id}",
-                    (f"query:{req.query_id}", *(f"watchlist:{h}" for h in hits)),
-                    {
-                        "outcome": outcome,
-                        "hits": len(hits),
-                        "reason": str(result.get("reason", ""))[:200],
-                        "severity": str(result.get("severity", "none")),
-                        "gallery_version": pending.gallery_version,
-                        "frequent_crossing": bool(result.get("frequent_crossing", False)),
-                    },
-                    decision_id=decision.decision_id,
-                    bundle_digest=decision.bundle_digest,
-                )
-            ]
-            alert: dict[str, Any] | None = None
             if raise_alert:
                 entries = [str(e) for e in result.get("entries", hits)]
                 alert_id = create_alert(
@@ -512,7 +691,7 @@ async def reveal(request: Request) -> Response:
                     gallery_version=pending.gallery_version,
                     now=now,
                 )
-                if _keep_probe(ctx, "alert_open"):
+                if keep_probe:
                     conn.execute(
                         probe_records.insert().values(
                             id=str(uuid.uuid4()),
@@ -550,13 +729,19 @@ async def reveal(request: Request) -> Response:
                     "gate_id": identity.gate_id,
                 }
             ctx.record(conn, *events)
-            payload = RevealResponse(query_id=req.query_id, outcome=outcome).model_dump_json()
             _store_idempotent(
-                conn, identity.gate_id, req.request_id, "reveal", body, payload.encode(), now
+                conn, identity.gate_id, req.request_id, "reveal", digest, payload, now
             )
-            return outcome, alert, payload.encode()
+        return None, outcome, alert, payload
 
-    outcome, alert, payload = await run_in_threadpool(run)
+    try:
+        cached, outcome, alert, payload = await run_in_threadpool(run)
+        if cached is not None:
+            await run_in_threadpool(_spend_alone, ctx, seen[0], now)
+            return cached
+    except BaseException as exc:
+        await _spending_on_failure(ctx, seen, now, exc)
+        raise
     ctx.metrics.decisions.labels(outcome).inc()
     if alert is not None:
         ctx.bus.publish(alert)

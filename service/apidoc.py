@@ -36,10 +36,12 @@ def _table(schema: dict[str, Any]) -> list[str]:
     for path, item in sorted(schema.get("paths", {}).items()):
         for method, op in sorted(item.items()):
             summary = (op.get("description") or op.get("summary") or "").split("\n")[0]
-            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
-            ref = body.get("schema", {})
+            content = op.get("requestBody", {}).get("content", {})
+            ref = content.get("application/json", {}).get("schema", {})
             name = ref.get("$ref", "").rsplit("/", 1)[-1] or ref.get("title", "")
-            rows.append(f"| {method.upper()} | `{path}` | {summary} | {name or '–'} |")
+            others = [f"`{t}`" for t in sorted(content) if t != "application/json"]
+            body = " or ".join([n for n in [name] if n] + others)
+            rows.append(f"| {method.upper()} | `{path}` | {summary} | {body or '–'} |")
     return rows
 
 

@@ -9,6 +9,7 @@ opening-hours tests are deterministic.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ class ServiceContext:
     face_embedder: Callable[[bytes], Sequence[float]] | None = None
     ready: bool = False
     policy_load_event: Any = None
+    _write_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def pending_ttl_margin(self) -> dt.timedelta:
         """A span after which every pending query made now has expired."""
@@ -78,11 +80,22 @@ class ServiceContext:
 
         On SQLite it starts with ``BEGIN IMMEDIATE``: our transactions read, then write
         (often an audit leaf), and a deferred transaction could not upgrade its lock
-        after a concurrent commit.
+        after a concurrent commit. Writers of this process first queue on an in-process
+        lock: SQLite has one writer anyway, and its busy handler would otherwise make a
+        waiting thread sleep for 1, 2, 5, 10... ms instead of starting when the lock is
+        free.
         """
-        with self.engine.connect() as conn:
-            if self.engine.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.connect() as conn:
+                try:
+                    yield conn
+                    conn.commit()
+                except BaseException:
+                    conn.rollback()
+                    raise
+            return
+        with self._write_lock, self.engine.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.commit()

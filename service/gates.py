@@ -32,11 +32,13 @@ __all__ = [
     "GateIdentity",
     "approve_gate",
     "authenticate_request",
+    "check_request",
     "key_id_for",
     "register_gate",
     "revoke_gate",
     "rotate_key",
     "rotation_message",
+    "spend_nonce",
 ]
 
 
@@ -60,6 +62,9 @@ class GateIdentity:
     he_key_id: str
     he_public_bundle: bytes
     nonce: str
+    site: str = ""
+    gate_status: str = "active"
+    key_created_at: dt.datetime | None = None
 
 
 def register_gate(
@@ -193,7 +198,7 @@ def claimed_gate(headers: Mapping[str, str]) -> str | None:
         return None
 
 
-def authenticate_request(
+def check_request(
     conn: Connection,
     cert: PeerCertificate | None,
     method: str,
@@ -203,8 +208,10 @@ def authenticate_request(
     *,
     now: dt.datetime,
     allow_pending: bool = False,
+    with_bundle: bool = True,
 ) -> GateIdentity:
-    """Authenticate a signed gate request. Steps, each raising ``GateRefusedError``:
+    """Authenticate a signed gate request without writing. Steps, each raising
+    ``GateRefusedError``:
 
     1. A verified client certificate is present (``certificate-required``).
     2. The signing headers parse (``signature-malformed``).
@@ -216,9 +223,13 @@ def authenticate_request(
        (``key-retired``) nor expired (``key-expired``).
     6. The Ed25519 signature verifies (``signature-invalid``) and the timestamp is
        within ``MAX_SKEW_S`` (``request-stale``).
-    7. The nonce was not seen before from this gate (``request-replayed``). Callers run
-       this in its own transaction and commit it before doing the work, so the nonce
-       stays spent even when the work fails.
+    7. The nonce was not seen before from this gate (``request-replayed``).
+
+    The nonce is *not* spent here: the caller spends it with :func:`spend_nonce`, in
+    the transaction that commits the request's work, or on its own when the work
+    fails, so a nonce is spent exactly when the request was answered. Without
+    ``with_bundle`` the (large) HE key bundle is not read and ``he_public_bundle`` is
+    empty.
     """
     if cert is None:
         raise GateRefusedError("a client certificate is required", code="certificate-required")
@@ -241,8 +252,9 @@ def authenticate_request(
         raise GateRefusedError("gate is revoked", code="gate-revoked")
     if gate.status == "pending" and not allow_pending:
         raise GateRefusedError("gate is awaiting approval", code="gate-pending")
+    columns = [c for c in gate_keys.c if with_bundle or c.name != "he_public_bundle"]
     key = conn.execute(
-        sa.select(gate_keys).where(gate_keys.c.id == key_id, gate_keys.c.gate_id == gate_id)
+        sa.select(*columns).where(gate_keys.c.id == key_id, gate_keys.c.gate_id == gate_id)
     ).first()
     if key is None:
         raise GateRefusedError("signing key is not registered", code="key-unknown")
@@ -253,16 +265,60 @@ def authenticate_request(
     signed = verify_request(
         bytes(key.signing_public_key), method, path, body, headers, now=now.timestamp()
     )
+    seen = conn.execute(
+        sa.select(request_nonces.c.nonce).where(
+            request_nonces.c.gate_id == gate_id, request_nonces.c.nonce == signed.nonce
+        )
+    ).first()
+    if seen is not None:
+        raise GateRefusedError("request was already seen", code="request-replayed")
+    return GateIdentity(
+        gate_id,
+        key_id,
+        str(key.he_key_id),
+        bytes(key.he_public_bundle) if with_bundle else b"",
+        signed.nonce,
+        site=str(gate.site),
+        gate_status=str(gate.status),
+        key_created_at=utc(key.created_at),
+    )
+
+
+def spend_nonce(conn: Connection, identity: GateIdentity, now: dt.datetime) -> None:
+    """Record the request's nonce (``request-replayed`` if a concurrent copy won) and
+    the gate's last contact, inside ``conn``'s transaction."""
     try:
         conn.execute(
-            request_nonces.insert().values(gate_id=gate_id, nonce=signed.nonce, seen_at=now)
+            request_nonces.insert().values(
+                gate_id=identity.gate_id, nonce=identity.nonce, seen_at=now
+            )
         )
     except IntegrityError:
         raise GateRefusedError("request was already seen", code="request-replayed") from None
-    conn.execute(gates.update().where(gates.c.id == gate_id).values(last_seen_at=now))
-    return GateIdentity(
-        gate_id, key_id, str(key.he_key_id), bytes(key.he_public_bundle), signed.nonce
+    conn.execute(gates.update().where(gates.c.id == identity.gate_id).values(last_seen_at=now))
+
+
+def authenticate_request(
+    conn: Connection,
+    cert: PeerCertificate | None,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    now: dt.datetime,
+    allow_pending: bool = False,
+) -> GateIdentity:
+    """:func:`check_request` then :func:`spend_nonce` in ``conn``'s transaction.
+
+    Callers commit it before doing the work, so the nonce stays spent even when the
+    work fails.
+    """
+    identity = check_request(
+        conn, cert, method, path, body, headers, now=now, allow_pending=allow_pending
     )
+    spend_nonce(conn, identity, now)
+    return identity
 
 
 def verify_registration(

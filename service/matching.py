@@ -160,6 +160,8 @@ class PendingQuery:
     expires_at: dt.datetime
     probe: bytes
     response: bytes = b""
+    response_type: str = "application/json"
+    doc_pseudonym: str | None = None
 
 
 class PendingStore:
@@ -185,13 +187,21 @@ class PendingStore:
             raise QueryExpiredError("the query expired before it was revealed")
         return item
 
-    def response_for(self, query_id: str, gate_id: str, now: dt.datetime) -> bytes | None:
-        """The match response of a still-pending query (for an idempotent retry)."""
+    def discard(self, query_id: str) -> None:
+        """Forget a mapping whose query was never acknowledged (its commit failed)."""
+        with self._lock:
+            self._items.pop(query_id, None)
+
+    def response_for(
+        self, query_id: str, gate_id: str, now: dt.datetime
+    ) -> tuple[bytes, str] | None:
+        """The match response and its media type of a still-pending query (for an
+        idempotent retry)."""
         with self._lock:
             item = self._items.get(query_id)
         if item is None or item.gate_id != gate_id or item.expires_at <= now:
             return None
-        return item.response
+        return item.response, item.response_type
 
     def purge(self, now: dt.datetime) -> list[str]:
         """Drop expired mappings; returns their query ids."""

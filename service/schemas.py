@@ -24,8 +24,10 @@ __all__ = [
     "GateRegister",
     "KeyRotate",
     "LoginRequest",
+    "MatchMeta",
     "MatchRequest",
     "MatchResponse",
+    "MatchResultMeta",
     "RenewRequest",
     "RevealRequest",
     "RevealResponse",
@@ -136,6 +138,23 @@ class MatchRequest(Strict):
     doc_pseudonym: str | None = Field(
         None, pattern=_PSEUDONYM, description="HMAC-SHA256 of the travel document, hex"
     )
+
+
+class MatchMeta(Strict):
+    """Metadata of a binary match request (``service.wire``); the probe follows it."""
+
+    request_id: str = Field(pattern=_REQUEST_ID, description="client-chosen; retries reuse it")
+    doc_pseudonym: str | None = Field(
+        None, pattern=_PSEUDONYM, description="HMAC-SHA256 of the travel document, hex"
+    )
+
+
+class MatchResultMeta(BaseModel):
+    """Metadata of a binary match response; the masked result follows it."""
+
+    query_id: str
+    expires_at: dt.datetime
+    gallery_version: str
 
 
 class MatchResponse(BaseModel):
