@@ -274,16 +274,18 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
 # ---- probe expansion ------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def expand_probe(c0, c1_words, q, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """out[i] = (c0[i], c1_words[i] mod q) gathered from SEAL's NTT order into slot order.
 
     c0: uint32 (m, k, N) < q; c1_words: uint64 (m, k, N), any values (uniform words from
     the seed's PRG, reduced here exactly as ``wire.expand_seed`` does); q: uint64 (k,);
-    to_ntt: int64 (N,); out: uint32 (≥ m, 2, k, N).
+    to_ntt: int64 (N,); out: uint32 (≥ m, 2, k, N). Single-threaded on purpose: it is
+    ~0.2 ms of work, less than what a parallel region risks waiting for a descheduled
+    thread on a busy machine.
     """
     m, k, n = c0.shape
-    for task in prange(m * k):
+    for task in range(m * k):
         i = task // k
         p = task % k
         qq = q[p]
