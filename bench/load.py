@@ -134,7 +134,9 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             match_workers=args.workers,
         )
         rng = np.random.default_rng(args.seed)
-        population = SyntheticPopulation.generate(watchlist, rng=rng)
+        population = SyntheticPopulation.generate(
+            watchlist, rng=rng, threshold=stack.settings.match_threshold
+        )
         seed_watchlist(stack.settings, population.watchlist, now=stack.now())
         phases["seed_s"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -244,6 +246,10 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
                             "expected": expected,
                             "outcome": outcome,
                             "watchlisted": traveller.watchlisted,
+                            "expected_scores": sorted(
+                                round(float(population.watchlist[r] @ traveller.template), 4)
+                                for r in traveller.expected_rows
+                            ),
                         }
                     )
         t = time.perf_counter()

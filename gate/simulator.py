@@ -15,7 +15,7 @@ well below, and the simulator knows the plaintext answer for every probe (the
 
 Usage::
 
-    population = SyntheticPopulation.generate(10_000, rng=np.random.default_rng(1))
+    population = SyntheticPopulation.generate(10_000, rng=np.random.default_rng(1), threshold=0.42)
     lanes = [Lane(client, site) for client, site in registered_clients]
     summary = Simulation(lanes, population, profile=DailyProfile(), config=SimConfig()).run()
     print(summary.to_json())
@@ -183,14 +183,15 @@ class SyntheticPopulation:
     Watchlist templates are random unit vectors in the first ``dim - free`` coordinates.
     A watchlisted traveller is their template plus noise (cosine ≈ 0.85). Everyone else
     is mostly in the last ``free`` coordinates, so their scores stay far below the
-    threshold even against 100,000 entries. The oracle is the float64 score.
+    threshold even against 100,000 entries. The oracle is the float64 score against
+    ``threshold``, which must be the service's ``match_threshold``.
     """
 
     def __init__(
         self,
         watchlist: Template,
         *,
-        threshold: float = 0.40,
+        threshold: float,
         free: int = 32,
         near: float = 1e-3,
         traders: int = 50,

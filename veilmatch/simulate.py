@@ -67,7 +67,9 @@ def simulate(
     stack = LocalStack.create(
         data_dir, gates=[g for g, _ in pairs], wipe=True, database_url=database_url
     )
-    population = SyntheticPopulation.generate(watchlist, rng=np.random.default_rng(seed))
+    population = SyntheticPopulation.generate(
+        watchlist, rng=np.random.default_rng(seed), threshold=stack.settings.match_threshold
+    )
     say(f"seeding {watchlist} synthetic watchlist entries (enrol + approve, audited)")
     seed_watchlist(stack.settings, population.watchlist, now=stack.now())
     say("starting the service")

@@ -64,7 +64,9 @@ def _make_fleet(backend: str, tmp: Path) -> Iterator[Fleet]:
         database_schema=schema,
         match_workers=1,
     )
-    population = SyntheticPopulation.generate(WATCHLIST_SIZE, rng=np.random.default_rng(5))
+    population = SyntheticPopulation.generate(
+        WATCHLIST_SIZE, rng=np.random.default_rng(5), threshold=stack.settings.match_threshold
+    )
     seed_watchlist(stack.settings, population.watchlist, now=stack.now())
     stack.start()
     fleet = None

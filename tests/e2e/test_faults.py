@@ -179,7 +179,9 @@ def test_broken_policy_reload_under_load_keeps_old_policy(tmp_path: Path) -> Non
     service_gen = run_service("sqlite", tmp_path)
     service = next(service_gen)
     try:
-        population = SyntheticPopulation.generate(5, rng=np.random.default_rng(9))
+        population = SyntheticPopulation.generate(
+            5, rng=np.random.default_rng(9), threshold=service.settings.match_threshold
+        )
         with service.staff("officer1") as officer, service.staff("supervisor1") as sup:
             for i, template in enumerate(population.watchlist):
                 entry = officer.post(
