@@ -49,7 +49,7 @@ LOAD_COLUMNS = [
     ("latency_s.p95", "p95 s"),
     ("latency_s.p99", "p99 s"),
     ("service_latency_s.p50", "service p50 s"),
-    ("errors", "errors"),
+    ("errors_total", "errors"),
     ("oracle_mismatches", "oracle mismatches"),
     ("reconciliation.ok", "reconciled"),
 ]
@@ -204,7 +204,8 @@ def render_load(
     lines.append(
         "Each run: a fresh local deployment (service in its own process, real TLS and "
         "mutual TLS, embedded OPA, audit log on), a synthetic watchlist seeded with its "
-        "enrol/approve audit events, 80 registered gates, N lanes sending real encrypted "
+        f"enrol/approve audit events, {rows[0].get('gates')} registered gates, N lanes "
+        "sending real encrypted "
         "probes back to back; latency = gate encryption + match + reveal + decision. "
         "After each run the service stops and the run is reconciled: every acknowledged "
         "query has its audit entries and the exported log passes the offline verifier. "
@@ -213,7 +214,15 @@ def render_load(
     lines.append("")
     lines.append("Commands: " + _command("load", rows) + ".")
     lines.append("")
-    lines.extend(_table([flatten(r) for r in rows], LOAD_COLUMNS))
+    flat = []
+    for r in rows:
+        errors = r.get("errors") or {}
+        flat.append({**flatten(r), "errors_total": sum(int(v) for v in errors.values())})
+    lines.extend(_table(flat, LOAD_COLUMNS))
+    kinds = sorted({k for r in rows for k in (r.get("errors") or {})})
+    if kinds:
+        lines.append("")
+        lines.append("Error codes seen: " + ", ".join(f"`{k}`" for k in kinds) + ".")
     lines.append("")
     plots = _plots(rows, records, img_dir)
     rel = Path("img")
