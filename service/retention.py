@@ -104,6 +104,9 @@ def run_sweep(ctx: ServiceContext, *, now: dt.datetime | None = None) -> int:
                 "system",
                 (),
                 {
+                    # audit.verify reads ``deleted`` as the audit-payload ranges this
+                    # event removed; a sweep of service records removes none.
+                    "deleted": [],
                     "kind": batch.kind,
                     "state": batch.state,
                     "action": batch.action,

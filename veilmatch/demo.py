@@ -292,27 +292,6 @@ def _day(
         out.append(f"policy in force {stats['policy_in_force'][:23]}…")
 
 
-def _declare_no_payload_ranges(ctx: Any) -> None:
-    """Adapter: the audit verifier reads ``retention.delete`` payloads as audit-payload
-    deletions and requires their ``deleted`` ranges; the service's record sweep writes
-    none. Declare explicitly that these events deleted no audit payloads (``[]``).
-    Remove once ``service.retention`` and ``audit.verify`` agree on the payload."""
-    from dataclasses import replace
-
-    record = ctx.record
-
-    def with_ranges(conn: Any, *events: Any) -> None:
-        fixed = [
-            replace(e, payload={"deleted": [], **e.payload})
-            if e.event_type == "retention.delete" and "deleted" not in e.payload
-            else e
-            for e in events
-        ]
-        record(conn, *fixed)
-
-    ctx.record = with_ranges
-
-
 def _after_hours(story: Story, stack: LocalStack) -> None:
     import sqlalchemy as sa
 
@@ -326,7 +305,6 @@ def _after_hours(story: Story, stack: LocalStack) -> None:
         try:
             later = stack.now() + RETENTION_ADVANCE
             ctx = build_context(stack.settings, engine, clock=lambda: later)
-            _declare_no_payload_ranges(ctx)
 
             def count() -> int:
                 with engine.connect() as conn:

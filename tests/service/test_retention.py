@@ -8,12 +8,15 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from audit.export import export_log
+from audit.sources import DirectorySource
+from audit.verify import verify_log
 from service.alerts import create_alert
 from service.retention import run_sweep
 from service.tables import alerts, crossings, probe_records
 
 
-def test_sweep_deletes_expired_crossings_and_probes(service):
+def test_sweep_deletes_expired_crossings_and_probes(service, tmp_path):
     ctx = service.ctx
     now = ctx.now()
     with ctx.transaction() as conn:
@@ -85,3 +88,11 @@ def test_sweep_deletes_expired_crossings_and_probes(service):
     kinds = {e.payload["kind"] for e in events}
     assert {"crossing_record", "probe_ciphertext"} <= kinds
     assert all(e.header.policy_digest == ctx.policy.bundle_digest for e in events)
+
+    # a sweep is itself audited, and the log still verifies offline afterwards
+    log = ctx.audit.log
+    ctx.audit.flush()
+    export_log(log, tmp_path / "export")
+    report = verify_log(DirectorySource(tmp_path / "export"), log.signer.verifier())
+    verified_size = report.to_dict()["size"]
+    assert isinstance(verified_size, int) and verified_size >= len(events)
