@@ -3,7 +3,9 @@
 Body: ``{"type", "title", "status", "code", "detail", "request_id"}``. ``code`` is stable
 and documented in ``docs/api.md``. ``detail`` comes from our own error messages, which
 never contain payloads; validation errors name the failing field location only, never
-the submitted value. Unexpected exceptions become a bare 500 with no detail.
+the submitted value. A database that is unreachable, read-only or locked is 503
+``database-unavailable`` with ``Retry-After``; other unexpected exceptions become a bare
+500 with no detail.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crypto.errors import CryptoError, OversizedInputError
@@ -113,6 +116,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         detail = "no such route" if exc.status_code == 404 else str(exc.detail)[:200]
         return problem_response(exc.status_code, code, detail, dict(exc.headers or {}))
 
+    async def on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # The database is down, read-only or locked past its timeout: the transaction was
+        # rolled back, nothing was acknowledged, and the client may retry. Type only in
+        # the log: driver messages can quote SQL parameters.
+        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+        return problem_response(
+            503, "database-unavailable", "database unavailable, retry later", {"Retry-After": "1"}
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Type only: the message of an unexpected exception might quote input.
         log.error("unhandled error", extra={"error_type": type(exc).__name__})
@@ -122,6 +134,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         VeilmatchError: on_veilmatch_error,
         RequestValidationError: on_validation_error,
         StarletteHTTPException: on_http_error,
+        OperationalError: on_database_unavailable,
+        InterfaceError: on_database_unavailable,
         Exception: on_unexpected,
     }
     for exc_type, handler in handlers.items():
