@@ -503,7 +503,8 @@ async def _score_and_commit(
     )
     ctx.metrics.he_score_seconds.observe(outcome.seconds)
     query_id = str(uuid.uuid4())
-    expires = now + dt.timedelta(seconds=ctx.settings.pending_query_ttl_s)
+    # The gate's reveal window starts when the result exists, not when the request came.
+    expires = ctx.now() + dt.timedelta(seconds=ctx.settings.pending_query_ttl_s)
     if binary:
         head = MatchResultMeta(
             query_id=query_id, expires_at=expires, gallery_version=outcome.gallery_version
@@ -543,34 +544,31 @@ async def _score_and_commit(
     # The database keeps only the query id for retries (no masked result on disk).
     stored = json.dumps({"query_id": query_id}).encode()
 
-    def commit() -> None:
-        with ctx.transaction() as conn:
-            gate_registry.spend_nonce(conn, identity, now)
+    def commit(conn: sa.Connection) -> None:
+        gate_registry.spend_nonce(conn, identity, now)
+        conn.execute(
+            pending_queries.insert().values(
+                id=query_id,
+                gate_id=identity.gate_id,
+                key_id=identity.key_id,
+                created_at=now,
+                expires_at=expires,
+                gallery_version=outcome.gallery_version,
+                doc_pseudonym=meta.doc_pseudonym,
+                status="pending",
+            )
+        )
+        if meta.doc_pseudonym:
             conn.execute(
-                pending_queries.insert().values(
-                    id=query_id,
-                    gate_id=identity.gate_id,
-                    key_id=identity.key_id,
-                    created_at=now,
-                    expires_at=expires,
-                    gallery_version=outcome.gallery_version,
+                crossings.insert().values(
+                    id=str(uuid.uuid4()),
                     doc_pseudonym=meta.doc_pseudonym,
-                    status="pending",
+                    gate_id=identity.gate_id,
+                    at=now,
                 )
             )
-            if meta.doc_pseudonym:
-                conn.execute(
-                    crossings.insert().values(
-                        id=str(uuid.uuid4()),
-                        doc_pseudonym=meta.doc_pseudonym,
-                        gate_id=identity.gate_id,
-                        at=now,
-                    )
-                )
-            ctx.record(conn, event)
-            _store_idempotent(
-                conn, identity.gate_id, meta.request_id, "match", adm.digest, stored, now
-            )
+        ctx.record(conn, event)
+        _store_idempotent(conn, identity.gate_id, meta.request_id, "match", adm.digest, stored, now)
 
     # Remember the mapping before committing: once committed, a retry may ask for it.
     ctx.pending.put(
@@ -588,7 +586,7 @@ async def _score_and_commit(
         )
     )
     try:
-        await run_in_threadpool(commit)
+        await run_in_threadpool(ctx.write, commit)
     except BaseException:
         ctx.pending.discard(query_id)
         raise
@@ -670,7 +668,9 @@ async def reveal(request: Request) -> Response:
         ]
         payload = RevealResponse(query_id=req.query_id, outcome=outcome).model_dump_json().encode()
         alert: dict[str, Any] | None = None
-        with ctx.transaction() as conn:
+
+        def write(conn: sa.Connection) -> None:
+            nonlocal alert
             gate_registry.spend_nonce(conn, identity, now)
             conn.execute(
                 pending_queries.update()
@@ -732,6 +732,8 @@ async def reveal(request: Request) -> Response:
             _store_idempotent(
                 conn, identity.gate_id, req.request_id, "reveal", digest, payload, now
             )
+
+        ctx.write(write)
         return None, outcome, alert, payload
 
     try:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
@@ -23,6 +23,7 @@ from crypto.atrest import FileKek, KeyEncryptionKey
 from service.accounts import Principal, TokenIssuer
 from service.alerts import AlertBus
 from service.errors import ForbiddenError
+from service.groupcommit import AUDIT_BUFFER_KEY, GroupCommitter
 from service.matching import MatchPool, PendingStore
 from service.metrics import ServiceMetrics
 from service.ports import AuditPort, HePort, PolicyDecision, PolicyPort, ServiceEvent
@@ -31,6 +32,7 @@ from veilmatch.settings import Settings
 __all__ = ["ServiceContext", "load_or_create_kek", "system_clock"]
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 
 
 def system_clock() -> dt.datetime:
@@ -65,6 +67,10 @@ class ServiceContext:
     ready: bool = False
     policy_load_event: Any = None
     _write_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    committer: GroupCommitter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.committer = GroupCommitter(self.transaction, self._append_events)
 
     def pending_ttl_margin(self) -> dt.timedelta:
         """A span after which every pending query made now has expired."""
@@ -109,8 +115,27 @@ class ServiceContext:
         with self.engine.connect() as conn:
             yield conn
 
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(conn)`` in a write transaction that concurrent callers may share
+        (group commit, :mod:`service.groupcommit`); returns its result once committed.
+
+        ``work`` runs in whichever thread leads the batch: it must only use ``conn``.
+        """
+        return self.committer.run(work)
+
     def record(self, conn: Connection, *events: ServiceEvent) -> None:
-        """Append audit events inside ``conn``'s transaction, timing the append."""
+        """Append audit events inside ``conn``'s transaction, timing the append.
+
+        Inside :meth:`write` the events are buffered and appended once for the whole
+        batch, still before its commit.
+        """
+        buffer = conn.info.get(AUDIT_BUFFER_KEY)
+        if buffer is not None:
+            buffer.extend(events)
+            return
+        self._append_events(conn, events)
+
+    def _append_events(self, conn: Connection, events: Sequence[ServiceEvent]) -> None:
         started = time.perf_counter()
         self.audit.append_in(conn, list(events))
         self.metrics.audit_append_seconds.observe(time.perf_counter() - started)
