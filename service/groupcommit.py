@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 __all__ = ["AUDIT_BUFFER_KEY", "GroupCommitter"]
 
@@ -100,13 +101,16 @@ class GroupCommitter:
                         with _savepoint(conn, len(batch) > 1):
                             job.result = job.work(conn)
                     except Exception as exc:
-                        if len(batch) == 1:
+                        # A database failure dooms the shared transaction: every job of
+                        # the batch gets that error (not a later PendingRollbackError).
+                        if len(batch) == 1 or isinstance(exc, DBAPIError):
                             raise
                         job.error = exc
                     else:
                         events.extend(buffered)
                     finally:
-                        conn.info.pop(AUDIT_BUFFER_KEY, None)
+                        if not conn.invalidated:
+                            conn.info.pop(AUDIT_BUFFER_KEY, None)
                 if events:
                     self._append(conn, events)
         except BaseException as exc:
