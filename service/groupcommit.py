@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 __all__ = ["AUDIT_BUFFER_KEY", "GroupCommitter"]
 
@@ -103,7 +103,9 @@ class GroupCommitter:
                     except Exception as exc:
                         # A database failure dooms the shared transaction: every job of
                         # the batch gets that error (not a later PendingRollbackError).
-                        if len(batch) == 1 or isinstance(exc, DBAPIError):
+                        # A constraint violation only rolls back its own savepoint.
+                        doomed = isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError)
+                        if len(batch) == 1 or doomed:
                             raise
                         job.error = exc
                     else:

@@ -50,7 +50,7 @@ def _committer(engine: Engine) -> tuple[GroupCommitter, AuditLogAdapter]:
 
 def _work(
     name: str,
-    fail: bool = False,
+    fail: bool | str = False,
     gate: threading.Event | None = None,
     started: threading.Event | None = None,
 ):
@@ -63,6 +63,8 @@ def _work(
         conn.info[AUDIT_BUFFER_KEY].append(
             ServiceEvent("gate.register", "system", (f"query:{name}",))
         )
+        if fail == "duplicate":  # a constraint violation raised by the database itself
+            conn.execute(request_nonces.insert().values(gate_id="g", nonce=name, seen_at=NOW))
         if fail:
             raise WorkFailedError(name)
         return name
@@ -78,13 +80,14 @@ def test_concurrent_work_shares_commits_and_failures_stay_isolated(engine):
     def call(name: str, fail: bool = False, gate=None, begun=None) -> None:
         try:
             results[name] = committer.run(_work(name, fail, gate, begun))
-        except WorkFailedError as exc:
+        except (WorkFailedError, sa.exc.IntegrityError) as exc:
             results[name] = exc
 
     first = threading.Thread(target=call, args=("n-first", False, release, started))
     first.start()
     assert started.wait(10)  # the first caller leads a batch and waits inside its work
-    others = [threading.Thread(target=call, args=(f"n-{i}", i == 2)) for i in range(5)]
+    fails: dict[int, bool | str] = {2: True, 4: "duplicate"}
+    others = [threading.Thread(target=call, args=(f"n-{i}", fails.get(i, False))) for i in range(5)]
     for thread in others:
         thread.start()
     deadline = time.monotonic() + 10
@@ -95,12 +98,13 @@ def test_concurrent_work_shares_commits_and_failures_stay_isolated(engine):
     for thread in [first, *others]:
         thread.join(30)
     assert isinstance(results["n-2"], WorkFailedError)
-    assert {k: v for k, v in results.items() if k != "n-2"} == {
-        k: k for k in ("n-first", "n-0", "n-1", "n-3", "n-4")
+    assert isinstance(results["n-4"], sa.exc.IntegrityError)
+    assert {k: v for k, v in results.items() if k not in ("n-2", "n-4")} == {
+        k: k for k in ("n-first", "n-0", "n-1", "n-3")
     }
     with engine.connect() as conn:
         stored = set(conn.execute(sa.select(request_nonces.c.nonce)).scalars())
-    assert stored == {"n-first", "n-0", "n-1", "n-3", "n-4"}  # the failed one rolled back
+    assert stored == {"n-first", "n-0", "n-1", "n-3"}  # the failed ones rolled back alone
     subjects = [
         e.header.subjects[0].removeprefix("query:") for e in audit.log.entries(0, None, limit=100)
     ]
