@@ -22,9 +22,10 @@ entries = sa.Table(
     "audit_entries",
     metadata,
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("event_type", sa.String(64), nullable=False, index=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
     sa.Column("leaf", sa.LargeBinary, nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_audit_entries_event_type", "event_type", "seq"),  # entries by type, in order
 )
 
 payloads = sa.Table(

@@ -142,6 +142,8 @@ pending_queries = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=True),
     sa.Column("decision_id", sa.String(128), nullable=True),
     sa.Index("ix_svc_pending_expires", "expires_at"),
+    sa.Index("ix_svc_pending_gate_created", "gate_id", "created_at"),  # rate limit, stats
+    sa.Index("ix_svc_pending_created", "created_at"),
 )
 
 probe_records = sa.Table(
