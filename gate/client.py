@@ -252,11 +252,22 @@ class GateClient:
             return None
 
     def drain(self, queue: Any, on_outcome: Callable[[MatchOutcome], None]) -> Any:
-        """Send the offline backlog oldest first; stops at the first failure."""
+        """Send the offline backlog oldest first; stops at the first failure.
+
+        A queued probe whose match had committed before a service crash replays to
+        ``410 query-expired`` (its secret mapping died with the process): the service asks
+        for a new query, so the same probe is sent again under a fresh request id.
+        """
 
         def send(payload: bytes) -> None:
             probe, doc, request_id = _unpack(payload)
-            on_outcome(self.send_probe(probe, doc, request_id))
+            try:
+                outcome = self.send_probe(probe, doc, request_id)
+            except ServiceRefusedError as exc:
+                if exc.code != "query-expired":
+                    raise
+                outcome = self.send_probe(probe, doc)
+            on_outcome(outcome)
 
         return queue.drain(send)
 

@@ -49,7 +49,6 @@ __all__ = [
     "SimulationSummary",
     "SyntheticPopulation",
     "Traveller",
-    "drain_offline_queue",
     "percentiles",
 ]
 
@@ -99,28 +98,6 @@ class HeGateCrypto:
 
         parsed = MaskedResult.from_bytes(masked_result, max_size=MAX_RESULT_BYTES)
         return [int(p) for p in reveal(self.keys, parsed)]
-
-
-def drain_offline_queue(
-    client: GateClient, queue: Any, on_outcome: Callable[[MatchOutcome], None]
-) -> Any:
-    """:meth:`GateClient.drain`, plus one case it stops at: after a service crash, a
-    queued probe whose match had committed replays to ``410 query-expired`` (its secret
-    mapping died with the process). The service asks for a new request, so the probe is
-    sent again under a fresh request id. Returns the queue's ``DrainReport``."""
-    from gate.client import _unpack
-
-    def send(payload: bytes) -> None:
-        probe, doc, request_id = _unpack(payload)
-        try:
-            outcome = client.send_probe(probe, doc, request_id)
-        except ServiceRefusedError as exc:
-            if exc.code != "query-expired":
-                raise
-            outcome = client.send_probe(probe, doc)
-        on_outcome(outcome)
-
-    return queue.drain(send)
 
 
 @dataclass(frozen=True)

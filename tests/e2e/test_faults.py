@@ -25,7 +25,6 @@ from sqlalchemy import create_engine, text
 
 from crypto.atrest import FileKek
 from gate.offline_queue import OfflineQueue
-from gate.simulator import drain_offline_queue
 from tests.conftest import POSTGRES_URL
 from tests.e2e.conftest import Fleet, Traffic
 from veilmatch.reconcile import reconcile
@@ -82,7 +81,7 @@ def test_sigkill_mid_load_then_restart(fleet: Fleet, tmp_path: Path) -> None:
     fleet.stack.start()
     drained = 0
     for gate, client in fleet.clients.items():
-        report = drain_offline_queue(client, queues[gate], traffic.record)
+        report = client.drain(queues[gate], traffic.record)
         assert report.error is None and report.remaining == 0, (gate, report)
         drained += report.sent
     assert drained == backlog
