@@ -137,23 +137,7 @@ def faces(service) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def gate(service):
     """A registered, approved gate with its own SEAL keys."""
-    from crypto.signing import SigningKey
-    from gate.client import GateClient, SealGateCrypto
-
-    cert, key = service.pki.gate_certs["gate-c"]
-    client = GateClient(
-        service.gate_url,
-        gate_id="gate-c",
-        cert=cert,
-        key=key,
-        ca=service.pki.ca_cert,
-        signing_key=SigningKey.generate(),
-        he=SealGateCrypto.generate(),
-        clock=service.gate_time,
-    )
-    client.register(site="lo-wu")
-    with service.staff("admin") as admin:
-        assert admin.post("/api/v1/gates/gate-c/approve").status_code == 200
+    client = service.approved_gate("gate-c", site="lo-wu")
     yield client
     client.close()
 

@@ -105,6 +105,28 @@ class RunningService:
         context.load_cert_chain(str(cert), str(key))
         return httpx.Client(base_url=self.gate_url, verify=context, timeout=120)
 
+    def approved_gate(self, gate_id: str, site: str) -> Any:
+        """A gate client with fresh Ed25519 and SEAL keys, registered and approved by
+        the admin. The caller closes it."""
+        from crypto.signing import SigningKey
+        from gate.client import GateClient, SealGateCrypto
+
+        cert, key = self.pki.gate_certs[gate_id]
+        client = GateClient(
+            self.gate_url,
+            gate_id=gate_id,
+            cert=cert,
+            key=key,
+            ca=self.pki.ca_cert,
+            signing_key=SigningKey.generate(),
+            he=SealGateCrypto.generate(),
+            clock=self.gate_time,
+        )
+        client.register(site=site)
+        with self.staff("admin") as admin:
+            assert admin.post(f"/api/v1/gates/{gate_id}/approve").status_code == 200
+        return client
+
     def audit_entries(self, **kwargs: Any) -> list[Any]:
         log: Any = self.ctx.audit.log  # type: ignore[attr-defined]
         return list(log.entries(0, None, limit=100_000, **kwargs))

@@ -22,12 +22,10 @@ import pytest
 from audit.export import export_log
 from audit.sources import DirectorySource
 from audit.verify import verify_log
-from crypto.signing import SigningKey
 from gate.augment import variants
 from gate.client import (
     GateClient,
     MatchOutcome,
-    SealGateCrypto,
     ServiceRefusedError,
     ServiceUnreachableError,
     pseudonymise,
@@ -79,20 +77,7 @@ def faces(service):
 
 @pytest.fixture(scope="module")
 def gate(service):
-    cert, key = service.pki.gate_certs["gate-b"]
-    client = GateClient(
-        service.gate_url,
-        gate_id="gate-b",
-        cert=cert,
-        key=key,
-        ca=service.pki.ca_cert,
-        signing_key=SigningKey.generate(),
-        he=SealGateCrypto.generate(),
-        clock=service.gate_time,
-    )
-    client.register(site="shenzhen-bay")
-    with service.staff("admin") as admin:
-        assert admin.post("/api/v1/gates/gate-b/approve").status_code == 200
+    client = service.approved_gate("gate-b", site="shenzhen-bay")
     yield client
     client.close()
 

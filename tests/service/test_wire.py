@@ -14,11 +14,8 @@ import struct
 import numpy as np
 import pytest
 
-from crypto.signing import SigningKey
 from gate.client import (
     MATCH_REQUEST_TYPE,
-    GateClient,
-    SealGateCrypto,
     ServiceRefusedError,
     _frame,
     _unframe,
@@ -92,20 +89,7 @@ def test_gate_refuses_malformed_response_frames():
 
 @pytest.fixture(scope="module")
 def gate(service):
-    cert, key = service.pki.gate_certs["gate-a"]
-    client = GateClient(
-        service.gate_url,
-        gate_id="gate-a",
-        cert=cert,
-        key=key,
-        ca=service.pki.ca_cert,
-        signing_key=SigningKey.generate(),
-        he=SealGateCrypto.generate(),
-        clock=service.gate_time,
-    )
-    client.register(site="lo-wu")
-    with service.staff("admin") as admin:
-        assert admin.post("/api/v1/gates/gate-a/approve").status_code == 200
+    client = service.approved_gate("gate-a", site="lo-wu")
     yield client
     client.close()
 
