@@ -40,6 +40,20 @@ def init_worker(templates: npt.NDArray[np.float32], parameter_set: str) -> None:
         matrix = np.zeros((0, EMPTY_GALLERY_DIM), dtype=np.float32)
     _STATE["params"] = params
     _STATE["gallery"] = he.Gallery.build(matrix, params)
+    _warm_up(params, matrix.shape[1])
+
+
+def _warm_up(params: Any, dim: int) -> None:
+    """Score one throwaway probe so numba compiles (or loads from its on-disk cache) the
+    scoring kernels before this worker reports ready: otherwise the first traveller
+    after a start or a watchlist change waits seconds for the JIT. The throwaway key,
+    gallery and result are discarded; nothing of them leaves the process."""
+    he = _he()
+    keys = he.GateKeyBundle.generate(params)
+    unit = np.zeros((1, dim), dtype=np.float32)
+    unit[0, 0] = 1.0
+    probe = he.encrypt_probe(keys, unit[0])
+    he.score_masked(probe, he.Gallery.build(unit, params), 0.5, keys.public())
 
 
 def ready() -> str | None:
