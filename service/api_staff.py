@@ -7,6 +7,7 @@ change and its audit event commit in one transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -269,8 +270,9 @@ def get_watchlist_entry(
         return watchlist.get_entry(conn, entry_id).public(ctx.now())
 
 
-def _after_watchlist_change(ctx: CtxDep) -> None:
-    """Re-encode the gallery; the change is committed either way, the error says so."""
+def _after_watchlist_change(ctx: CtxDep, entry_id: str, now: dt.datetime) -> dict[str, Any]:
+    """Re-encode the gallery, then return the entry's public view. The change is
+    committed either way; if the rebuild fails the error says so."""
     from service.lifecycle import rebuild_gallery
 
     try:
@@ -282,6 +284,8 @@ def _after_watchlist_change(ctx: CtxDep) -> None:
             "previous version until a rebuild succeeds",
             code="gallery-rebuild-failed",
         ) from None
+    with ctx.transaction() as conn:
+        return watchlist.get_entry(conn, entry_id).public(now)
 
 
 @router.post("/watchlist/{entry_id}/approve", tags=["watchlist"])
@@ -310,9 +314,7 @@ def approve_watchlist_entry(
                 bundle_digest=decision.bundle_digest,
             ),
         )
-    _after_watchlist_change(ctx)
-    with ctx.transaction() as conn:
-        return watchlist.get_entry(conn, entry_id).public(now)
+    return _after_watchlist_change(ctx, entry_id, now)
 
 
 @router.post("/watchlist/{entry_id}/renew", tags=["watchlist"])
@@ -343,9 +345,7 @@ def renew_watchlist_entry(
                 bundle_digest=decision.bundle_digest,
             ),
         )
-    _after_watchlist_change(ctx)
-    with ctx.transaction() as conn:
-        return watchlist.get_entry(conn, entry_id).public(now)
+    return _after_watchlist_change(ctx, entry_id, now)
 
 
 @router.post("/watchlist/{entry_id}/revoke", tags=["watchlist"])
@@ -368,9 +368,7 @@ def revoke_watchlist_entry(
                 {"reason": body.reason[:200]},
             ),
         )
-    _after_watchlist_change(ctx)
-    with ctx.transaction() as conn:
-        return watchlist.get_entry(conn, entry_id).public(now)
+    return _after_watchlist_change(ctx, entry_id, now)
 
 
 def review_state(ctx: CtxDep, reviews: list[dict[str, str]]) -> str:
