@@ -90,9 +90,9 @@ async def login(
     from service.accounts import Principal
 
     assert isinstance(principal, Principal)
-    token, expires = ctx.tokens.issue(principal, ctx.now())
+    token, _expires = ctx.tokens.issue(principal, ctx.now())
     response = see_other(_safe_next(next))
-    set_cookie(response, token, expires, new_csrf_token())
+    set_cookie(response, token, ctx.tokens.ttl_s, new_csrf_token())
     return response
 
 

@@ -15,7 +15,6 @@ neither read nor set a ``__Host-`` cookie).
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -62,16 +61,18 @@ def new_csrf_token() -> str:
     return secrets.token_hex(32)
 
 
-def set_cookie(
-    response: Response, token: str, expires: dt.datetime, csrf: str | None = None
-) -> None:
-    """Store the session token (expiring with it) and, at sign-in, the CSRF value."""
+def set_cookie(response: Response, token: str, lifetime_s: int, csrf: str | None = None) -> None:
+    """Store the session token and, at sign-in, the CSRF value, for ``lifetime_s`` seconds.
+
+    A relative ``Max-Age``, not an absolute ``Expires``: the browser's clock and the
+    service's need not agree (the token itself carries the authoritative expiry).
+    """
     for name, value in ((COOKIE, token), (CSRF_COOKIE, csrf)):
         if value is not None:
             response.set_cookie(
                 name,
                 value,
-                expires=expires,
+                max_age=lifetime_s,
                 path="/",
                 secure=True,
                 httponly=True,

@@ -150,8 +150,13 @@ class ConsoleRoute(APIRoute):
             if renewed is not None:
                 from service.console.session import set_cookie
 
-                token, expires = renewed
-                set_cookie(response, token, expires, request.state.console_csrf or None)
+                token, _expires = renewed
+                set_cookie(
+                    response,
+                    token,
+                    request.app.state.ctx.tokens.ttl_s,
+                    request.state.console_csrf or None,
+                )
             response.headers["content-security-policy"] = CONSOLE_CSP
             # Same-origin referrers only: with the API's ``no-referrer`` the browser
             # would send ``Origin: null`` on form posts and the Origin check could not work.

@@ -84,6 +84,9 @@ def test_sign_in_sets_hardened_cookies_and_refusals_are_audited(service):
         lowered = header.lower()
         assert header.startswith("__Host-") and "secure" in lowered and "httponly" in lowered
         assert "samesite=strict" in lowered and "path=/" in lowered and "domain" not in lowered
+        # relative lifetime: an absolute Expires from the service clock would be dropped
+        # by a browser whose clock runs ahead of it (regression: time-of-day test failures)
+        assert "max-age=900" in lowered and "expires=" not in lowered
     # every authenticated page renews the session cookie (sliding expiry)
     page = client.get("/console/alerts")
     assert page.status_code == 200
