@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import signal
 import ssl
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,14 @@ def serve(
     insecure_http: bool = False,
     port: int | None = None,
     gate_port: int | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
 ) -> None:
-    """Migrate the schema, start the service, serve until SIGINT/SIGTERM."""
+    """Migrate the schema, start the service, serve until SIGINT/SIGTERM.
+
+    ``clock`` replaces the service's time source (the demo and load tests pin it to
+    opening hours); the default is the system clock.
+    """
+    from service.context import system_clock
     from service.lifecycle import build_context, start
 
     configure_logging(settings.log_level)
@@ -163,7 +170,9 @@ def serve(
             "VEILMATCH_DATABASE_URL",
             f"cannot migrate database: {type(exc).__name__}: {exc}".splitlines()[0],
         ) from None
-    ctx = build_context(settings, engine, face_embedder=_face_embedder(settings))
+    ctx = build_context(
+        settings, engine, clock=clock or system_clock, face_embedder=_face_embedder(settings)
+    )
     start(ctx)
     listeners = Listeners(
         ctx,

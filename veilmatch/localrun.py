@@ -455,37 +455,14 @@ def seed_watchlist(
 
 def _serve_child(clock_offset_s: float) -> None:
     """``veilmatch serve`` with a shifted clock (runs in the child process)."""
-    import asyncio
+    from service.server import serve
 
-    from service.lifecycle import build_context, start
-    from service.server import Listeners, _face_embedder, check_tls_files
-    from veilmatch.db import make_engine
-    from veilmatch.logs import configure_logging
-    from veilmatch.migrate import upgrade
-
-    settings = load_settings()
-    configure_logging(settings.log_level)
-    check_tls_files(settings, need_ca=True)
-    engine = make_engine(settings)
-    upgrade(engine)
     offset = dt.timedelta(seconds=clock_offset_s)
 
     def clock() -> dt.datetime:
         return dt.datetime.now(dt.UTC) + offset
 
-    ctx = build_context(settings, engine, clock=clock, face_embedder=_face_embedder(settings))
-    start(ctx)
-    listeners = Listeners(ctx, staff_port=settings.staff_port, gate_port=settings.gate_port)
-
-    def on_signal(_signum: int, _frame: Any) -> None:
-        listeners.request_exit()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    try:
-        asyncio.run(listeners.run())
-    finally:
-        engine.dispose()
+    serve(load_settings(), clock=clock)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
