@@ -37,12 +37,22 @@ class ParameterSet:
         template_scale_bits: log2 of the scale of the gallery diagonals.
         max_probe_ciphertexts: how many pre-rotated ciphertexts a gate uploads at most
             (baby steps); the service makes the remaining rotations with one Galois key.
+            Sets with ``switch_primes`` upload exactly one ciphertext (this is 1).
         mask_weight: Hamming weight of the sparse ternary polynomial h whose squared
             modulus |h(ζ)|² (+1) is the per-slot masking scale: in [1, mask_weight²+1].
         flood_bits: coefficients of the flooding polynomial are uniform in
             [−2**flood_bits, 2**flood_bits).
         pad_bias: score offset given to empty slots so they always reveal negative.
         noise_sigma: standard deviation of the rerandomisation errors (SEAL's 3.2).
+        switch_primes: the special modulus P of veilmatch's own *hoisted* key switching
+            (``crypto/he/rotkeys.py``), as primes < 2**31 (uint32 residues). Empty: the
+            gate uploads every rotation pre-rotated (ckks-v1). Non-empty: the gate
+            uploads one ciphertext and a set of rotation keys, and the service derives
+            the rotations itself. Data primes and these primes together must respect
+            the HE-standard bound (the keys live modulo their product).
+        rotation_steps: (B, G): rotation keys exist for steps 1..B−1 (baby) and
+            B, 2B, …, (G−1)B (giant), so any rotation below B·G is one giant and one
+            baby key switch; templates need padded_dim/2 <= B·G.
     """
 
     name: str
@@ -55,6 +65,8 @@ class ParameterSet:
     flood_bits: int
     pad_bias: float
     noise_sigma: float
+    switch_primes: tuple[int, ...] = ()
+    rotation_steps: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         n = self.poly_degree
@@ -71,6 +83,8 @@ class ParameterSet:
             self.max_probe_ciphertexts - 1
         ):
             raise ValueError("max_probe_ciphertexts must be a power of two")
+        if self.switch_primes:
+            self._check_switching()
         # Largest decrypted magnitude: 2·Re (conjugate trick) × mask × |score − τ| with
         # |score − τ| <= 1 + pad_bias + 1, at scale 2**(probe+template); it must stay
         # below q/4 so flooding and rounding noise never wrap around q/2.
@@ -78,6 +92,33 @@ class ParameterSet:
         peak = 2 * (self.mask_weight**2 + 1) * (2 + self.pad_bias)
         if peak * 2.0 ** (self.probe_scale_bits + self.template_scale_bits) > q / 4:
             raise ValueError("scales and mask range do not fit in the data modulus")
+
+    def _check_switching(self) -> None:
+        n = self.poly_degree
+        if len(set(self.switch_primes) | set(self.primes)) != len(self.switch_primes) + len(
+            self.primes
+        ):
+            raise ValueError("switch primes must differ from each other and the SEAL primes")
+        for p in self.switch_primes:
+            if not (1 << 20) < p < (1 << 31) or (p - 1) % (2 * n):
+                raise ValueError("switch primes must be < 2**31 and congruent to 1 mod 2N")
+        bits = math.log2(math.prod(self.data_primes) * math.prod(self.switch_primes))
+        if bits > HE_STANDARD_MAX_BITS[n]:
+            raise ValueError(f"{bits:.1f} bits of key-switching modulus exceed 128-bit security")
+        baby, giant = self.rotation_steps
+        if baby < 2 or giant < 1 or self.max_probe_ciphertexts != 1:
+            raise ValueError("single-ciphertext sets need rotation_steps and one probe ciphertext")
+
+    @property
+    def single_ciphertext(self) -> bool:
+        """True when the gate uploads one ciphertext and rotation keys (hoisted switching)."""
+        return bool(self.switch_primes)
+
+    @property
+    def rotation_key_steps(self) -> tuple[int, ...]:
+        """Rotation steps with a key: baby steps 1..B−1, then giant steps B..(G−1)·B."""
+        baby, giant = self.rotation_steps
+        return tuple(range(1, baby)) + tuple(baby * g for g in range(1, giant))
 
     @property
     def slots(self) -> int:
@@ -92,7 +133,13 @@ class ParameterSet:
     @property
     def hash(self) -> bytes:
         """32-byte SHA-256 of the canonical JSON of every field (the parameter id)."""
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        fields = asdict(self)
+        # Fields added after ckks-v1 enter the hash only when set, so released hashes
+        # (stored with every registered key) never change.
+        for name, absent in (("switch_primes", ()), ("rotation_steps", (0, 0))):
+            if tuple(fields[name]) == absent:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(b"veilmatch/he/params/v1\x00" + blob).digest()
 
     def padded_dim(self, dim: int) -> int:
@@ -114,8 +161,19 @@ class ParameterSet:
         derives the rest with rotations by ``baby_steps`` (one Galois key).
         """
         diagonals = self.padded_dim(dim) // 2
+        if self.single_ciphertext:
+            baby, giant = self.rotation_steps
+            if diagonals > baby * giant:
+                raise ValueError(
+                    f"dimension {dim} needs {diagonals} rotations; {self.name} has keys "
+                    f"for {baby * giant}"
+                )
         return diagonals, min(diagonals, self.max_probe_ciphertexts)
 
+
+#: Largest total modulus (bits) for 128-bit security with a ternary secret, by ring
+#: degree (HomomorphicEncryption.org standard, Table 1; SEAL's ``CoeffModulus.MaxBitCount``).
+HE_STANDARD_MAX_BITS = {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 # Released sets. Never edit one: add a new name instead.
 PARAMETER_SETS: dict[str, ParameterSet] = {
@@ -139,6 +197,27 @@ PARAMETER_SETS: dict[str, ParameterSet] = {
             flood_bits=26,
             pad_bias=2.0,
             noise_sigma=3.2,
+        ),
+        ParameterSet(
+            name="ckks-v2",
+            poly_degree=4096,
+            # Same SEAL context as ckks-v1 (SEAL still does keygen, encode, encrypt).
+            primes=(2147352577, 2147377153, 140737488273409),
+            # Key switching adds ~15 coefficient units of rounding noise per switch
+            # (up to two per rotation): the probe scale goes up 3 bits to keep scores
+            # within 1e-4, paid for by a narrower mask range (w = 12: A ∈ [1, 145]).
+            probe_scale_bits=28,
+            template_scale_bits=21,
+            max_probe_ciphertexts=1,
+            mask_weight=12,
+            # Three bits more than ckks-v1, as the scores are: same margin at 1e-3.
+            flood_bits=29,
+            pad_bias=2.0,
+            noise_sigma=3.2,
+            # P = 11673601 · 11624449 (2**46.9): 61.999 + 46.947 = 108.95 bits <= 109.
+            switch_primes=(11673601, 11624449),
+            # Keys for steps 1..15 and 16..240: rotations up to 255, i.e. d <= 512.
+            rotation_steps=(16, 16),
         ),
     )
 }

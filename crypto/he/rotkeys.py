@@ -1,0 +1,457 @@
+"""Rotation keys and hoisted rotations: how a gate uploads a single ciphertext.
+
+The matching kernel needs every rotation rot_j(u), j < D, of the packed probe
+(``docs/crypto.md``, "Packing"). With parameter sets that have ``switch_primes``
+(ckks-v2) the gate uploads **one** ciphertext and, once per key, a set of rotation
+keys; the service derives the D − 1 rotations itself by key switching on the NTT
+residues, *hoisted*: the expensive digit decomposition is done once per source
+ciphertext and shared by all its rotations (``crypto/he/_keyswitch.py``).
+
+Baby-step/giant-step keys: keys exist for steps 1..B−1 and B, 2B, …, (G−1)B
+(``ParameterSet.rotation_key_steps``). Rotation j = g·B + b is a giant step of the
+uploaded ciphertext (hoisted over g) followed by a baby step (hoisted over b): D − 1
+key switches for D diagonals, with B + G − 2 keys instead of D − 1. A rotation made of
+two switches carries two rounding errors (≈ 15 coefficient units each, ``docs/crypto.md``).
+
+Key switching uses veilmatch's own special modulus P = Π ``switch_primes`` (not
+SEAL's): two primes < 2**31 so every limb is uint32 like the data limbs. The keys live
+modulo Q·P, which the parameter set keeps within the HE-standard bound for 128 bits.
+
+Rotation keys wire format, version 1 (inside the public key bundle)::
+
+    magic "VMRK" | version u8 = 1 | params hash 32 B | count u16
+    | count × (step u16 | seed 32 B | b residues k·L·N u32, slot order)
+
+Each key is seeded: its ``a`` part (k digits × L limbs) is expanded from the seed with
+AES-256-CTR, so only ``b`` travels.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from crypto.errors import LayoutError, MalformedInputError, OversizedInputError
+from crypto.he import _keyswitch as ks
+from crypto.he.params import ParameterSet, get_parameter_set
+
+__all__ = ["RotationKeys", "SwitchContext", "generate_rotation_keys", "rotate_all"]
+
+U32 = npt.NDArray[np.uint32]
+U64 = npt.NDArray[np.uint64]
+
+_MAGIC = b"VMRK"
+_VERSION = 1
+_HEAD = struct.Struct("<4sB32sH")
+_ENTRY = struct.Struct("<H32s")
+SEED_BYTES = 32
+#: Coefficients of the key errors: centred binomial with η = 21 (σ ≈ 3.24, SEAL's 3.2).
+_ETA = 21
+
+
+def _primitive_root(q: int, order: int) -> int:
+    """Smallest element of multiplicative order exactly ``order`` (a power of two) mod q."""
+    for g in range(2, q):
+        root = pow(g, (q - 1) // order, q)
+        if pow(root, order // 2, q) == q - 1:
+            return root
+    raise ValueError(f"no primitive {order}-th root of unity mod {q}")
+
+
+def _bitrev(n: int) -> npt.NDArray[np.int64]:
+    bits = n.bit_length() - 1
+    return np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(n)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SwitchContext:
+    """Transform tables and constants for all limbs (data primes, then switch primes).
+
+    Built once per process and parameter set (``context``), and checked on
+    construction: the data-limb NTT must equal SEAL's bit for bit, every inverse must
+    invert, and SEAL's NTT order must be the textbook bit-reversed one the switch limbs
+    use (otherwise a rotation would not be the same shift in every limb).
+    """
+
+    params: ParameterSet
+    q: U64  # (L,)
+    psi: U64  # (L, N) bit-reversed powers of ψ_l
+    psi_shoup: U64
+    ipsi: U64  # (L, N) bit-reversed powers of ψ_l^{-1}
+    ipsi_shoup: U64
+    n_inv: U64  # (L,)
+    n_inv_shoup: U64
+    crt: U64  # (p_a^{-1} mod p_b, P, P^{-1} mod q_i ...)
+    p_mod_q: U64  # (k,) P mod q_i (the gadget factor in the keys)
+    to_ntt: npt.NDArray[np.int64]  # (N,) slot position -> NTT index
+    k: int  # number of data limbs
+
+    @property
+    def limbs(self) -> int:
+        return int(self.q.shape[0])
+
+    def ntt(self, polys: U64, limbs: npt.NDArray[np.int64]) -> U64:
+        """NTT (SEAL order) of natural-order rows ``polys`` (R, N), row r in limb limbs[r]."""
+        out = np.ascontiguousarray(polys, dtype=np.uint64).copy()
+        ks.ntt_rows(out, limbs, self.psi, self.psi_shoup, self.q)
+        return out
+
+    def intt(self, polys: U64, limbs: npt.NDArray[np.int64]) -> U64:
+        out = np.ascontiguousarray(polys, dtype=np.uint64).copy()
+        ks.intt_rows(out, limbs, self.ipsi, self.ipsi_shoup, self.q, self.n_inv, self.n_inv_shoup)
+        return out
+
+    def signed_to_slots(self, coeffs: npt.NDArray[np.int64]) -> U64:
+        """Small signed polynomials (R, N) → NTT residues in slot order, (R, L, N)."""
+        rows, n = coeffs.shape
+        lim = self.limbs
+        q = self.q.astype(np.int64).reshape(1, lim, 1)
+        natural = (coeffs[:, None, :] % q).astype(np.uint64).reshape(rows * lim, n)
+        limbs = np.tile(np.arange(lim, dtype=np.int64), rows)
+        done = self.ntt(natural, limbs).reshape(rows, lim, n)
+        return np.ascontiguousarray(done[..., self.to_ntt])
+
+
+@functools.lru_cache(maxsize=4)
+def context(params: ParameterSet) -> SwitchContext:
+    """The process-wide ``SwitchContext`` of a single-ciphertext parameter set."""
+    from crypto.he._seal import backend
+
+    if not params.single_ciphertext or len(params.switch_primes) != 2:
+        raise ValueError(f"{params.name} has no two-prime switching modulus")
+    be = backend(params)
+    n = params.poly_degree
+    k = len(params.data_primes)
+    rev = _bitrev(n)
+    if not np.array_equal(be.exponents, 2 * rev + 1):
+        raise LayoutError("SEAL's NTT order is not the bit-reversed order rotations assume")
+    seal_psi, _ = be.ntt_tables
+    roots = [int(seal_psi[i, 1 << (n.bit_length() - 2)]) for i in range(k)]
+    # psi_rev[n/2] = ψ^{bitrev(n/2)} = ψ^1: SEAL's own ψ per data prime.
+    roots += [_primitive_root(p, 2 * n) for p in params.switch_primes]
+    primes = [*params.data_primes, *params.switch_primes]
+    lim = len(primes)
+    psi = np.empty((lim, n), dtype=np.uint64)
+    ipsi = np.empty((lim, n), dtype=np.uint64)
+    for limb, (q, root) in enumerate(zip(primes, roots, strict=True)):
+        inv = pow(root, -1, q)
+        powers = np.empty(n, dtype=np.uint64)
+        ipowers = np.empty(n, dtype=np.uint64)
+        acc, iacc = 1, 1
+        for e in range(n):
+            powers[e], ipowers[e] = acc, iacc
+            acc, iacc = acc * root % q, iacc * inv % q
+        psi[limb] = powers[rev]
+        ipsi[limb] = ipowers[rev]
+    qv = np.array(primes, dtype=np.uint64)
+    shoup = (psi << np.uint64(32)) // qv.reshape(-1, 1)
+    ishoup = (ipsi << np.uint64(32)) // qv.reshape(-1, 1)
+    n_inv = np.array([pow(n, -1, q) for q in primes], dtype=np.uint64)
+    pa, pb = params.switch_primes
+    big_p = pa * pb
+    crt = np.array(
+        [pow(pa, -1, pb), big_p, *(pow(big_p, -1, q) for q in params.data_primes)],
+        dtype=np.uint64,
+    )
+    ctx = SwitchContext(
+        params=params,
+        q=qv,
+        psi=psi,
+        psi_shoup=shoup,
+        ipsi=ipsi,
+        ipsi_shoup=ishoup,
+        n_inv=n_inv,
+        n_inv_shoup=(n_inv << np.uint64(32)) // qv,
+        crt=crt,
+        p_mod_q=np.array([big_p % q for q in params.data_primes], dtype=np.uint64),
+        to_ntt=np.asarray(be.slot_to_ntt, dtype=np.int64),
+        k=k,
+    )
+    _self_check(ctx, be)
+    return ctx
+
+
+def _self_check(ctx: SwitchContext, be: object) -> None:
+    """Our data-limb NTT equals SEAL's; every limb's inverse inverts; rotation = shift."""
+    from crypto.he._seal import Backend
+
+    assert isinstance(be, Backend)
+    n = ctx.params.poly_degree
+    rng = np.random.default_rng(7)
+    coeffs = rng.integers(-(1 << 20), 1 << 20, size=(1, n))
+    ours = ctx.signed_to_slots(coeffs)[0]  # (L, N) slot order
+    seal_order = be.ntt_fast(coeffs)[0]  # (k, N) SEAL order
+    if not np.array_equal(ours[: ctx.k], seal_order[:, ctx.to_ntt]):
+        raise LayoutError("the key-switching NTT does not reproduce SEAL's NTT")
+    lim = np.arange(ctx.limbs, dtype=np.int64)
+    natural = (coeffs % ctx.q.astype(np.int64).reshape(-1, 1)).astype(np.uint64)
+    if not np.array_equal(ctx.intt(ctx.ntt(natural, lim), lim), natural):
+        raise LayoutError("the key-switching inverse NTT does not invert")
+    # σ_3 (rotation by one) in coefficients: X^i -> X^{3i} mod X^N + 1.
+    moved = np.zeros_like(coeffs)
+    idx = (3 * np.arange(n)) % (2 * n)
+    np.add.at(moved[0], idx % n, np.where(idx >= n, -coeffs[0], coeffs[0]))
+    rot = ctx.signed_to_slots(moved)[0]
+    s = n // 2
+    t = np.arange(s)
+    shifted = np.concatenate([ours[:, (t + 1) % s], ours[:, s + (t + 1) % s]], axis=1)
+    if not np.array_equal(rot, shifted):
+        raise LayoutError("a rotation is not a shift in every key-switching limb")
+
+
+# ---- keys -------------------------------------------------------------------------------
+
+
+def expand_key_seed(params: ParameterSet, seed: bytes) -> U32:
+    """The ``a`` part of one rotation key, (k, L, N) uint32 in slot order, from its seed.
+
+    AES-256-CTR under SHA-256(domain ‖ parameter hash ‖ seed); 64-bit words reduced mod
+    each limb's prime (bias < 2**-32).
+    """
+    k = len(params.data_primes)
+    primes = np.array([*params.data_primes, *params.switch_primes], dtype=np.uint64)
+    n = params.poly_degree
+    count = k * len(primes) * n
+    key = hashlib.sha256(b"veilmatch/he/rotation-key/v1\x00" + params.hash + seed).digest()
+    prg = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+    words = np.frombuffer(prg.update(bytes(8 * count)), dtype="<u8").reshape(k, len(primes), n)
+    reduced: U32 = (words % primes.reshape(1, -1, 1)).astype(np.uint32)
+    return reduced
+
+
+def _centred_binomial(rows: int, n: int, rng: np.random.Generator | None) -> npt.NDArray[np.int64]:
+    """Key errors: (rows, N) centred binomial η = 21 from os.urandom (or ``rng`` in tests)."""
+    nbytes = rows * n * 2 * _ETA // 8 + 1
+    raw = rng.bytes(nbytes) if rng is not None else os.urandom(nbytes)
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[: rows * n * 2 * _ETA]
+    pairs = bits.reshape(rows, n, 2, _ETA).sum(axis=3, dtype=np.int64)
+    errors: npt.NDArray[np.int64] = pairs[..., 0] - pairs[..., 1]
+    return errors
+
+
+@dataclass(frozen=True)
+class RotationKeys:
+    """A gate's rotation keys: for each step, a seed (the ``a`` part) and ``b``.
+
+    Invariant: ``steps`` equals ``params.rotation_key_steps`` and every residue of ``b``
+    is below its limb's prime (checked on construction).
+    """
+
+    params: ParameterSet
+    steps: tuple[int, ...]
+    seeds: tuple[bytes, ...]
+    b: U32 = field(repr=False)  # (K, k, L, N) slot order
+
+    def __post_init__(self) -> None:
+        p = self.params
+        k, lim, n = len(p.data_primes), len(p.data_primes) + len(p.switch_primes), p.poly_degree
+        if self.steps != p.rotation_key_steps or len(self.seeds) != len(self.steps):
+            raise MalformedInputError(f"rotation keys do not cover {p.name}'s steps")
+        if self.b.shape != (len(self.steps), k, lim, n) or self.b.dtype != np.uint32:
+            raise MalformedInputError("rotation keys have the wrong shape")
+        if any(len(s) != SEED_BYTES for s in self.seeds):
+            raise MalformedInputError("rotation key seeds must be 32 bytes")
+        primes = np.array([*p.data_primes, *p.switch_primes], dtype=np.uint32)
+        if (self.b >= primes.reshape(1, 1, -1, 1)).any():
+            raise MalformedInputError("rotation key has a residue out of range")
+
+    @staticmethod
+    def size_for(params: ParameterSet) -> int:
+        k = len(params.data_primes)
+        lim = k + len(params.switch_primes)
+        per_key = _ENTRY.size + 4 * k * lim * params.poly_degree
+        return _HEAD.size + len(params.rotation_key_steps) * per_key
+
+    def to_bytes(self) -> bytes:
+        parts = [_HEAD.pack(_MAGIC, _VERSION, self.params.hash, len(self.steps))]
+        for step, seed, b in zip(self.steps, self.seeds, self.b, strict=True):
+            parts.append(_ENTRY.pack(step, seed))
+            parts.append(np.ascontiguousarray(b, dtype="<u4").tobytes())
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, max_size: int = 16 << 20) -> RotationKeys:
+        """Parse and validate; typed errors for oversized, malformed or foreign input."""
+        if len(data) > max_size:
+            raise OversizedInputError(f"rotation keys of {len(data)} bytes > {max_size}")
+        if len(data) < _HEAD.size:
+            raise MalformedInputError("rotation keys truncated")
+        magic, version, phash, count = _HEAD.unpack_from(data, 0)
+        if magic != _MAGIC or version != _VERSION:
+            raise MalformedInputError("not version-1 rotation keys")
+        params = get_parameter_set(phash)
+        if not params.single_ciphertext or len(data) != cls.size_for(params):
+            raise MalformedInputError("rotation keys length does not match their parameters")
+        k = len(params.data_primes)
+        lim = k + len(params.switch_primes)
+        n = params.poly_degree
+        per_key = _ENTRY.size + 4 * k * lim * n
+        steps, seeds = [], []
+        b = np.empty((count, k, lim, n), dtype=np.uint32)
+        for i in range(count):
+            off = _HEAD.size + i * per_key
+            step, seed = _ENTRY.unpack_from(data, off)
+            steps.append(step)
+            seeds.append(seed)
+            b[i] = np.frombuffer(
+                data, dtype="<u4", count=k * lim * n, offset=off + _ENTRY.size
+            ).reshape(k, lim, n)
+        return cls(params=params, steps=tuple(steps), seeds=tuple(seeds), b=b)
+
+    def expanded_a(self) -> U32:
+        """All ``a`` parts, (K, k, L, N) uint32 slot order (≈ 4 MB for ckks-v2)."""
+        return np.stack([expand_key_seed(self.params, seed) for seed in self.seeds])
+
+
+def generate_rotation_keys(
+    params: ParameterSet, secret_ntt: U64, *, rng: np.random.Generator | None = None
+) -> RotationKeys:
+    """Rotation keys for ``params.rotation_key_steps`` from the gate's secret key.
+
+    ``secret_ntt``: the secret's data-level NTT residues (k, N) in SEAL's order
+    (``GateKeyBundle.secret_residues``). Key for step j switches σ_j(s) → s:
+    b_i = −a_i·s + e_i + [P]_{q_i}·σ_j(s) on limb q_i (the CRT gadget times P), mod
+    every limb. Randomness: seeds and errors from os.urandom; ``rng`` only in tests.
+    """
+    ctx = context(params)
+    n, k, lim = params.poly_degree, ctx.k, ctx.limbs
+    # Recover the ternary coefficients of s, then its residues in every limb.
+    coeffs = ctx.intt(secret_ntt[:1], np.zeros(1, dtype=np.int64))[0]
+    q0 = int(ctx.q[0])
+    signed = np.where(coeffs > q0 // 2, coeffs.astype(np.int64) - q0, coeffs.astype(np.int64))
+    if np.abs(signed).max() > 1:
+        raise LayoutError("the secret key is not ternary: unexpected SEAL key layout")
+    s_slots = ctx.signed_to_slots(signed.reshape(1, n))[0]  # (L, N) uint64
+    if not np.array_equal(s_slots[:k], secret_ntt[:, ctx.to_ntt]):
+        raise LayoutError("secret key residues disagree between limbs")
+    q = ctx.q.reshape(-1, 1)
+    half = n // 2
+    t = np.arange(half)
+    steps = params.rotation_key_steps
+    seeds = tuple(
+        (rng.bytes(SEED_BYTES) if rng is not None else os.urandom(SEED_BYTES)) for _ in steps
+    )
+    errors = ctx.signed_to_slots(_centred_binomial(len(steps) * k, n, rng)).reshape(
+        len(steps), k, lim, n
+    )
+    b = np.empty((len(steps), k, lim, n), dtype=np.uint32)
+    for idx, (step, seed) in enumerate(zip(steps, seeds, strict=True)):
+        shift = np.concatenate([(t + step) % half, half + (t + step) % half])
+        s_rot = s_slots[:, shift]
+        a = expand_key_seed(params, seed).astype(np.uint64)
+        for i in range(k):
+            v = (errors[idx, i] + q - a[i] * s_slots % q) % q
+            v[i] = (v[i] + ctx.p_mod_q[i] * s_rot[i]) % q[i]
+            b[idx, i] = v.astype(np.uint32)
+    return RotationKeys(params=params, steps=steps, seeds=seeds, b=b)
+
+
+# ---- service side -------------------------------------------------------------------------
+
+
+def rotate_all(params: ParameterSet, first: U32, keys_b: U32, keys_a: U32, out: U32) -> None:
+    """Fill out[1..D−1] with rotations of out[0] (= ``first``), all under the gate's key.
+
+    first: (2, k, N) uint32 slot order (the uploaded ciphertext); keys_b, keys_a:
+    (K, k, L, N) uint32 slot order, in ``params.rotation_key_steps`` order; out:
+    (D, 2, k, N) uint32. D − 1 key switches: giant steps g·B from the upload, then baby
+    steps b from each giant (each source decomposed once: hoisting).
+    """
+    ctx = context(params)
+    d = out.shape[0]
+    baby, _ = params.rotation_steps
+    out[0] = first
+    giants = (d + baby - 1) // baby
+    steps = params.rotation_key_steps
+    index = {step: i for i, step in enumerate(steps)}
+    zero = np.zeros(1, dtype=np.int64)
+    if giants > 1:
+        g_steps = np.array([g * baby for g in range(1, giants)], dtype=np.int64)
+        _rotate(
+            ctx,
+            out[0:1, 0],
+            out[0:1, 1],
+            keys_b,
+            keys_a,
+            np.repeat(zero, g_steps.size),
+            g_steps,
+            np.array([index[s] for s in g_steps], dtype=np.int64),
+            g_steps,
+            out,
+        )
+    b_src, b_steps, b_dst = [], [], []
+    for g in range(giants):
+        for b in range(1, baby):
+            if g * baby + b < d:
+                b_src.append(g)
+                b_steps.append(b)
+                b_dst.append(g * baby + b)
+    if b_src:
+        sources = out[0 : giants * baby : baby]
+        steps_arr = np.array(b_steps, dtype=np.int64)
+        _rotate(
+            ctx,
+            np.ascontiguousarray(sources[:, 0]),
+            np.ascontiguousarray(sources[:, 1]),
+            keys_b,
+            keys_a,
+            np.array(b_src, dtype=np.int64),
+            steps_arr,
+            np.array([index[s] for s in b_steps], dtype=np.int64),
+            np.array(b_dst, dtype=np.int64),
+            out,
+        )
+
+
+def _rotate(
+    ctx: SwitchContext,
+    c0: U32,
+    c1: U32,
+    keys_b: U32,
+    keys_a: U32,
+    source: npt.NDArray[np.int64],
+    steps: npt.NDArray[np.int64],
+    key_index: npt.NDArray[np.int64],
+    target: npt.NDArray[np.int64],
+    out: U32,
+) -> None:
+    digits = np.empty((c1.shape[0], ctx.k, ctx.limbs, ctx.params.poly_degree), dtype=np.uint32)
+    ks.decompose(
+        np.ascontiguousarray(c1),
+        ctx.ipsi,
+        ctx.ipsi_shoup,
+        ctx.n_inv,
+        ctx.n_inv_shoup,
+        ctx.psi,
+        ctx.psi_shoup,
+        ctx.q,
+        ctx.to_ntt,
+        digits,
+    )
+    ks.rotate_hoisted(
+        np.ascontiguousarray(c0),
+        digits,
+        keys_b,
+        keys_a,
+        source,
+        steps,
+        key_index,
+        target,
+        ctx.ipsi,
+        ctx.ipsi_shoup,
+        ctx.n_inv,
+        ctx.n_inv_shoup,
+        ctx.psi,
+        ctx.psi_shoup,
+        ctx.q,
+        ctx.crt,
+        ctx.to_ntt,
+        out,
+    )
