@@ -1,7 +1,10 @@
 """Gate key bundles, their public halves, and the service's key registry.
 
-A gate generates a ``GateKeyBundle`` (CKKS secret key, public key, and one Galois key:
-a rotation by the baby-step count, the only key switch the protocol needs). The secret
+A gate generates a ``GateKeyBundle``: CKKS secret key, public key, and the keys the
+service needs to rotate the probe. Under ckks-v1 that is one SEAL Galois key (a
+rotation by the baby-step count, used only for d > 512); under single-ciphertext sets
+(ckks-v2) it is veilmatch's own rotation keys (``crypto/he/rotkeys.py``), which let
+the gate upload one ciphertext per traveller. The secret
 bundle never leaves the gate and is stored sealed with ``crypto.atrest``; the service
 receives ``PublicKeyBundle.to_bytes()`` and registers it in a ``KeyRegistry``. The key id
 is derived from the public key, so it cannot be claimed for another key.
@@ -9,12 +12,14 @@ is derived from the public key, so it cannot be claimed for another key.
 Public bundle wire format, version 1::
 
     magic "VMPK" | version u8 = 1 | params hash 32 B | key id 16 B
-    | public key length u32 | galois length u32 | public key (SEAL) | galois (SEAL)
+    | public key length u32 | galois length u32 | public key (SEAL)
+    | galois (SEAL Galois keys, or ``RotationKeys`` bytes for single-ciphertext sets)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -35,6 +40,7 @@ from crypto.errors import (
     UnknownKeyError,
 )
 from crypto.he.params import ParameterSet, get_parameter_set
+from crypto.he.rotkeys import RotationKeys, generate_rotation_keys
 
 __all__ = ["GateKeyBundle", "KeyRegistry", "PublicKeyBundle", "key_id_for"]
 
@@ -43,7 +49,7 @@ _SK_MAGIC = b"VMSK"
 _VERSION = 1
 _PK_HEAD = struct.Struct(">4sB32s16sII")
 _SK_HEAD = struct.Struct(">4sB32s16sdIII")
-MAX_PUBLIC_BUNDLE = 8 << 20  # bytes; a ckks-v1 bundle is about 0.6 MB
+MAX_PUBLIC_BUNDLE = 8 << 20  # bytes; ckks-v1 ≈ 0.6 MB, ckks-v2 ≈ 4.1 MB
 
 
 def key_id_for(params: ParameterSet, public_key: bytes) -> str:
@@ -53,12 +59,13 @@ def key_id_for(params: ParameterSet, public_key: bytes) -> str:
 
 
 def _galois_steps(params: ParameterSet) -> tuple[int, ...]:
-    return (params.max_probe_ciphertexts,)
+    """SEAL Galois keys to make: none when veilmatch's own rotation keys are used."""
+    return () if params.single_ciphertext else (params.max_probe_ciphertexts,)
 
 
 @dataclass(frozen=True)
 class PublicKeyBundle:
-    """What the service needs from a gate: public key and the one Galois key.
+    """What the service needs from a gate: public key and its rotation material.
 
     Built by ``GateKeyBundle.public()`` or parsed by ``from_bytes``; an instance is always
     consistent (key id matches the key, parameters known, SEAL accepted the keys).
@@ -113,9 +120,14 @@ class PublicKeyBundle:
 
         be = backend(params)
         be.load_public(public_key)
-        if galois is not None:
+        bundle = cls(params=params, key_id=kid.hex(), public_key=public_key, galois_keys=galois)
+        if params.single_ciphertext:
+            if galois is None:
+                raise MalformedInputError(f"a {params.name} key bundle needs rotation keys")
+            _ = bundle.parsed_rotation_keys  # validates (and keeps) them
+        elif galois is not None:
             be.load_galois(galois)
-        return cls(params=params, key_id=kid.hex(), public_key=public_key, galois_keys=galois)
+        return bundle
 
     def public_residues(self) -> npt.NDArray[np.uint64]:
         """Public key (p0, p1) residues at the data level, shape (2, k, N)."""
@@ -134,6 +146,34 @@ class PublicKeyBundle:
             _SLOT_CACHE[self.key_id] = cached
         return cached
 
+    @functools.cached_property
+    def parsed_rotation_keys(self) -> RotationKeys:
+        """The rotation keys, parsed and validated once per bundle object."""
+        if self.galois_keys is None or not self.params.single_ciphertext:
+            raise CryptoError("this key bundle has no rotation keys")
+        keys = RotationKeys.from_bytes(self.galois_keys)
+        if keys.params.hash != self.params.hash:
+            raise ParameterMismatchError("rotation keys made under other parameters")
+        return keys
+
+    def rotation_keys(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """(b, a) of the rotation keys, each (K, k, L, N) uint32 slot order.
+
+        ``a`` is expanded from the keys' seeds (a few ms, ≈ 4 MB), so it is cached per
+        process by a digest of the seeds — exactly what determines it — in a small,
+        bounded cache; ``b`` always comes from this bundle.
+        """
+        keys = self.parsed_rotation_keys
+        digest = hashlib.sha256(self.params.hash + b"".join(keys.seeds)).digest()
+        expanded = _EXPANDED_A.get(digest)
+        if expanded is None:
+            expanded = keys.expanded_a()
+            expanded.setflags(write=False)
+            if len(_EXPANDED_A) >= 16:
+                _EXPANDED_A.pop(next(iter(_EXPANDED_A)))
+            _EXPANDED_A[digest] = expanded
+        return keys.b, expanded
+
     def galois(self) -> Any:
         """The SEAL Galois keys object (cached per process)."""
         if self.galois_keys is None:
@@ -144,6 +184,7 @@ class PublicKeyBundle:
 _PUBLIC_CACHE: dict[str, npt.NDArray[np.uint64]] = {}
 _GALOIS_CACHE: dict[str, Any] = {}
 _SLOT_CACHE: dict[str, npt.NDArray[np.uint32]] = {}
+_EXPANDED_A: dict[bytes, npt.NDArray[np.uint32]] = {}
 
 
 def _public_residues(params: ParameterSet, key_id: str, data: bytes) -> npt.NDArray[np.uint64]:
@@ -187,14 +228,19 @@ class GateKeyBundle:
         """Fresh keys from SEAL's CSPRNG (key material cannot be drawn from an injected rng)."""
         from crypto.he._seal import backend
 
-        material = backend(params).generate_keys(_galois_steps(params))
+        be = backend(params)
+        material = be.generate_keys(_galois_steps(params))
+        galois = material.galois
+        if params.single_ciphertext:
+            _, secret = be.load_secret(material.secret)
+            galois = generate_rotation_keys(params, secret).to_bytes()
         return cls(
             params=params,
             key_id=key_id_for(params, material.public),
             created_at=now or dt.datetime.now(dt.UTC),
             secret_key=material.secret,
             public_key=material.public,
-            galois_keys=material.galois,
+            galois_keys=galois,
         )
 
     def public(self) -> PublicKeyBundle:

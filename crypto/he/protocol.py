@@ -49,6 +49,7 @@ from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, PublicKeyBundle
 from crypto.he.masks import MaskPool, default_pool, generate_units
 from crypto.he.params import ParameterSet
+from crypto.he.rotkeys import rotate_all
 from crypto.he.wire import MaskedResult, Probe, expand_seed, seed_words
 
 __all__ = ["QueryMapping", "encrypt_probe", "resolve", "reveal", "score_masked"]
@@ -82,7 +83,9 @@ def encrypt_probe(
 
     The gate uses its *secret* key (symmetric CKKS encryption): the noise is smaller
     than public-key encryption and each ciphertext can be seeded, halving the upload.
-    It sends ``baby_steps`` copies of the packed probe, pre-rotated in the clear.
+    Under ckks-v1 it sends ``baby_steps`` copies of the packed probe, pre-rotated in the
+    clear; under single-ciphertext sets (ckks-v2) exactly one, and the service rotates
+    it with the gate's rotation keys.
     ``rng`` only chooses the seeds (tests); SEAL draws the encryption noise.
     """
     params = keys.params
@@ -162,7 +165,11 @@ def _expand_probe(be: Backend, probe: Probe, public: PublicKeyBundle) -> npt.NDA
     diag_count, baby = params.probe_layout(probe.dim)
     full = np.empty((diag_count, 2, be.k, be.n), dtype=np.uint32)
     expand_probe(probe.c0, seed_words(params, probe.seeds), be.q, be.slot_to_ntt, full)
-    if diag_count > baby:
+    if params.single_ciphertext:
+        # One uploaded ciphertext: the D − 1 rotations by hoisted key switching.
+        keys_b, keys_a = public.rotation_keys()
+        rotate_all(params, full[0].copy(), keys_b, keys_a, full)
+    elif diag_count > baby:
         # d > 2·max_probe_ciphertexts only: SEAL rotations by ``baby`` (key switching),
         # in SEAL's own order.
         galois = public.galois()

@@ -15,7 +15,7 @@ def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def params() -> ParameterSet:
-    return get_parameter_set("ckks-v1")
+    return get_parameter_set("ckks-v2")
 
 
 @pytest.fixture(scope="session")

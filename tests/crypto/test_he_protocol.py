@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crypto.errors import GalleryError, MalformedInputError
 from crypto.he import (
     Gallery,
     GateKeyBundle,
@@ -51,13 +52,14 @@ def test_scores_match_float64_on_random_unit_vectors(
 
 
 def test_scores_match_float64_at_dimension_512(keys: GateKeyBundle, params: ParameterSet) -> None:
-    # d = 512 (ArcFace packs): 256 diagonals, all uploaded by the gate.
+    # d = 512 (ArcFace packs): 256 diagonals from one uploaded ciphertext, i.e. 255
+    # hoisted key switches with the gate's rotation keys (15 giant + 240 baby steps).
     rng = np.random.default_rng(2)
     templates = unit_rows(rng, 3000, 512)
     gallery = Gallery.build(templates, params)
     v = near_probe(rng, templates[7].astype(np.float64), 0.8)
     probe = encrypt_probe(keys, v)
-    assert len(probe.seeds) == 256
+    assert len(probe.seeds) == 1
     scores = debug_scores(probe, gallery, keys.public(), keys)
     error = np.abs(scores - templates.astype(np.float64) @ v).max()
     assert error < 1e-4, error
@@ -65,18 +67,15 @@ def test_scores_match_float64_at_dimension_512(keys: GateKeyBundle, params: Para
     assert resolve(reveal(keys, masked), mapping) == [7]
 
 
-def test_dimension_1024_uses_service_rotations(keys: GateKeyBundle, params: ParameterSet) -> None:
-    # d = 1024: 512 diagonals; the gate sends 256, the service rotates the rest with the
-    # bundle's one Galois key. Key switching adds noise (documented bound 5e-4).
+def test_dimension_beyond_the_rotation_keys_is_refused(
+    keys: GateKeyBundle, params: ParameterSet
+) -> None:
+    # ckks-v2 keys cover 256 rotations (d <= 512): larger templates get a typed error.
     rng = np.random.default_rng(4)
-    templates = unit_rows(rng, 40, 1024)
-    gallery = Gallery.build(templates, params)
-    v = near_probe(rng, templates[5].astype(np.float64), 0.8)
-    probe = encrypt_probe(keys, v)
-    scores = debug_scores(probe, gallery, keys.public(), keys)
-    assert np.abs(scores - templates.astype(np.float64) @ v).max() < 5e-4
-    masked, mapping = score_masked(probe, gallery, 0.5, keys.public())
-    assert resolve(reveal(keys, masked), mapping) == [5]
+    with pytest.raises(MalformedInputError, match="rotations"):
+        encrypt_probe(keys, unit_rows(rng, 1, 1024)[0].astype(np.float64))
+    with pytest.raises(GalleryError, match="rotations"):
+        Gallery.build(unit_rows(rng, 4, 1024), params)
 
 
 def test_odd_dimension_is_padded(keys: GateKeyBundle, params: ParameterSet) -> None:
