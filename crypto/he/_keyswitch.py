@@ -34,18 +34,9 @@ _S32 = np.uint64(32)
 def _mod(w, q, qinv):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """w mod q for any uint64 w < 2**63 and prime q < 2**31 (float quotient, fixed up)."""
     qhat = np.uint64(np.float64(w) * qinv)
-    r = np.int64(w - qhat * q)
-    qi = np.int64(q)
-    r = r + qi if r < 0 else r
-    r = r - qi if r >= qi else r
-    return np.uint64(r)
-
-
-@njit(cache=True, inline="always")
-def _smod(v, q, qinv):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """v mod q in [0, q) for a signed int64 |v| < 2**62."""
-    r = _mod(np.uint64(abs(v)), q, qinv)
-    return q - r if (v < 0 and r != 0) else r
+    t = w + q - qhat * q  # the estimate is off by at most one: t in [0, 3q)
+    t = min(t, t - q)  # branch-free: t − q wraps above t when t < q
+    return min(t, t - q)
 
 
 # ---- transforms ---------------------------------------------------------------------
@@ -183,6 +174,109 @@ def intt(a, ipsi, ipsi_shoup, q, n_inv, n_inv_shoup):  # type: ignore[no-untyped
         a[j] = min(x, x - q)
 
 
+# ---- transforms with a transposed tail (the hot paths) -----------------------------------
+#
+# The last three forward stages (and the first three inverse ones) pair elements inside
+# blocks of 8, where runs are too short to vectorise. The ``_t`` variants do those
+# stages on the 8 × N/8 transpose instead — SEAL index e lives at row e % 8, column
+# e // 8 ("T layout") — where every stage is 4 contiguous runs of N/8. Callers gather
+# and scatter through ``to_t`` (slot position → flat T-layout index) instead of
+# ``to_ntt``, so the transpose costs one pass per transform. ``tail`` holds, per limb,
+# the 7 twiddle rows those stages need (and their Shoup companions): ψ^{bitrev} at
+# N/8 + c; N/4 + 2c + h (h < 2); N/2 + 4c + h (h < 4).
+
+
+@njit(cache=True, inline="always")
+def _run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Cooley–Tukey butterflies with a twiddle per position."""
+    for j in range(length):
+        u = lo[j]
+        u = min(u, u - q2)
+        x = hi[j]
+        x = min(x, x - q2)
+        v = x * w[j] - ((x * ws[j]) >> _S32) * q
+        lo[j] = u + v
+        hi[j] = u + q2 - v
+
+
+@njit(cache=True, inline="always")
+def _gs_run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Gentleman–Sande butterflies with a twiddle per position."""
+    for j in range(length):
+        u = lo[j]
+        v = hi[j]
+        s = u + v
+        lo[j] = min(s, s - q2)
+        x = u + q2 - v
+        x = min(x, x - q2)
+        hi[j] = x * w[j] - ((x * ws[j]) >> _S32) * q
+
+
+@njit(cache=True)
+def ntt_t(a, out, psi, psi_shoup, tail, tail_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """``ntt`` of ``a`` (natural order, clobbered) into ``out`` (8, N/8) in T layout."""
+    n = a.shape[0]
+    blocks = n // 8
+    q2 = q + q
+    t = n
+    m = 1
+    while t > 8:
+        t >>= 1
+        for i in range(m):
+            j1 = 2 * i * t
+            _ct_run(a[j1 : j1 + t], a[j1 + t : j1 + 2 * t], psi[m + i], psi_shoup[m + i], q, q2, t)
+        m <<= 1
+    for r in range(8):
+        for c in range(blocks):
+            out[r, c] = a[8 * c + r]
+    for r in range(4):  # t = 4
+        _run_tw(out[r], out[r + 4], tail[0], tail_shoup[0], q, q2, blocks)
+    for r in range(8):  # t = 2: rows (0, 2), (1, 3) use h = 0; (4, 6), (5, 7) use h = 1
+        if r % 4 < 2:
+            h = 1 + r // 4
+            _run_tw(out[r], out[r + 2], tail[h], tail_shoup[h], q, q2, blocks)
+    for h in range(4):  # t = 1: rows (2h, 2h + 1)
+        _run_tw(out[2 * h], out[2 * h + 1], tail[3 + h], tail_shoup[3 + h], q, q2, blocks)
+    for r in range(8):
+        for c in range(blocks):
+            x = out[r, c]
+            x = min(x, x - q2)
+            out[r, c] = min(x, x - q)
+
+
+@njit(cache=True)
+def intt_t(src, a, ipsi, ipsi_shoup, itail, itail_shoup, q, n_inv, n_inv_shoup):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """``intt`` of ``src`` (8, N/8) in T layout (values < q, clobbered) into ``a`` (natural)."""
+    n = a.shape[0]
+    blocks = n // 8
+    q2 = q + q
+    for h in range(4):  # t = 1
+        _gs_run_tw(src[2 * h], src[2 * h + 1], itail[3 + h], itail_shoup[3 + h], q, q2, blocks)
+    for r in range(8):  # t = 2
+        if r % 4 < 2:
+            h = 1 + r // 4
+            _gs_run_tw(src[r], src[r + 2], itail[h], itail_shoup[h], q, q2, blocks)
+    for r in range(4):  # t = 4
+        _gs_run_tw(src[r], src[r + 4], itail[0], itail_shoup[0], q, q2, blocks)
+    for r in range(8):
+        for c in range(blocks):
+            a[8 * c + r] = src[r, c]
+    m = n >> 3
+    t = 8
+    while m > 1:
+        m >>= 1
+        for i in range(m):
+            j1 = 2 * i * t
+            _gs_run(
+                a[j1 : j1 + t], a[j1 + t : j1 + 2 * t], ipsi[m + i], ipsi_shoup[m + i], q, q2, t
+            )
+        t <<= 1
+    for j in range(n):
+        x = a[j]
+        x = x * n_inv - ((x * n_inv_shoup) >> _S32) * q
+        a[j] = min(x, x - q)
+
+
 @njit(parallel=True, cache=True)
 def ntt_rows(polys, limb_of_row, psi, psi_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """In place, row r of ``polys`` (R, N) uint64 gets the NTT of limb ``limb_of_row[r]``."""
@@ -200,146 +294,168 @@ def intt_rows(polys, limb_of_row, ipsi, ipsi_shoup, q, n_inv, n_inv_shoup):  # t
 
 
 # ---- decomposition ------------------------------------------------------------------
+#
+# Table tuples ``tb`` = (q, psi, psi_shoup, ipsi, ipsi_shoup, tail, tail_shoup, itail,
+# itail_shoup, n_inv, n_inv_shoup), each indexed by limb first (``SwitchContext.tables``).
 
 
 @njit(cache=True, inline="always")
-def _lift_digit(coeffs, half, qd, limbs, i, psi, psi_shoup, q, to_ntt, row, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _lift_digit(coeffs, qd, i, tb, to_t, row, spec, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """out[l] = NTT_l(centred digit) in slot order for every limb l ≠ i."""
+    q = tb[0]
     n = coeffs.shape[0]
-    for limb in range(limbs):
+    half = qd >> np.uint64(1)
+    flat = spec.reshape(n)
+    for limb in range(q.shape[0]):
         if limb == i:
             continue
         ql = q[limb]
         qinv = 1.0 / np.float64(ql)
+        # centred digit v in (−q_i/2, q_i/2), made non-negative mod q_l by adding q_i·q_l
+        lift = np.int64(qd) * np.int64(ql)
         for x in range(n):
             v = np.int64(coeffs[x])
-            v = v - np.int64(qd) if v > half else v  # centred in (−q_i/2, q_i/2)
-            row[x] = _smod(v, ql, qinv)
-        ntt(row, psi[limb], psi_shoup[limb], ql)
+            v = v - np.int64(qd) if v > np.int64(half) else v
+            row[x] = _mod(np.uint64(v + lift), ql, qinv)
+        ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
         for t in range(n):
-            out[limb, t] = np.uint32(row[to_ntt[t]])
+            out[limb, t] = np.uint32(flat[to_t[t]])
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def decompose(c1, ipsi, ipsi_shoup, n_inv, n_inv_shoup, psi, psi_shoup, q, to_ntt, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def decompose(c1, tb, to_t, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """RNS digits of c1, lifted to every limb: out[g, i, l] = NTT_l([c1_g]_{q_i}) (slot order).
 
-    c1: uint32 (G, k, N) in slot order (k data limbs); q etc. cover all L limbs (data
-    first); out: uint32 (G, k, L, N). The digit of limb i in limb i is c1 itself.
+    c1: uint32 (G, k, N) in slot order (k data limbs); tb: the limb tables (all L limbs,
+    data first); to_t: int64 (N,) slot position → T-layout index; out: uint32
+    (G, k, L, N). The digit of limb i in limb i is c1 itself.
     """
     n_groups, k, n = c1.shape
-    limbs = q.shape[0]
+    q = tb[0]
     for task in prange(n_groups * k):
         g = task // k
         i = task % k
         qd = q[i]
-        buf = np.empty(n, dtype=np.uint64)
+        spec = np.empty((8, n // 8), dtype=np.uint64)
+        flat = spec.reshape(n)
         for t in range(n):
-            buf[to_ntt[t]] = np.uint64(c1[g, i, t])
+            flat[to_t[t]] = np.uint64(c1[g, i, t])
             out[g, i, i, t] = c1[g, i, t]
-        intt(buf, ipsi[i], ipsi_shoup[i], qd, n_inv[i], n_inv_shoup[i])
+        buf = np.empty(n, dtype=np.uint64)
+        intt_t(spec, buf, tb[3][i], tb[4][i], tb[7][i], tb[8][i], qd, tb[9][i], tb[10][i])
         row = np.empty(n, dtype=np.uint64)
-        _lift_digit(
-            buf, qd >> np.uint64(1), qd, limbs, i, psi, psi_shoup, q, to_ntt, row, out[g, i]
-        )
+        _lift_digit(buf, qd, i, tb, to_t, row, spec, out[g, i])
 
 
 # ---- hoisted rotation -----------------------------------------------------------------
 
 
 @njit(cache=True, inline="always")
+def _inner_run(o0, o1, d0, d1, b0, b1, a0, a1, q, qinv, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """o0 = d0·b0 + d1·b1, o1 = d0·a0 + d1·a1 mod q over one contiguous run (vectorises)."""
+    for x in range(length):
+        u = np.uint64(d0[x])
+        v = np.uint64(d1[x])
+        o0[x] = _mod(u * np.uint64(b0[x]) + v * np.uint64(b1[x]), q, qinv)
+        o1[x] = _mod(u * np.uint64(a0[x]) + v * np.uint64(a1[x]), q, qinv)
+
+
+@njit(cache=True, inline="always")
 def _inner(acc, digits, kb, ka, shift, q, qinv, s):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """acc[c, l, t] = Σ_i digits[i, l, σ(t)] · K[i, c, l, t] mod q_l, σ = shift by ``shift``."""
-    k = digits.shape[0]
+    """acc[c, l, t] = Σ_i digits[i, l, σ(t)] · K[i, c, l, t] mod q_l, σ = shift by ``shift``.
+
+    Two digits (two data primes); each half of the slot order is two contiguous runs.
+    """
     limbs = digits.shape[1]
     for limb in range(limbs):
         ql = q[limb]
         qi = qinv[limb]
         for h in range(2):
             base = h * s
-            for part in range(2):
-                lo = 0 if part == 0 else s - shift
-                hi = s - shift if part == 0 else s
-                off = shift if part == 0 else shift - s
-                for t in range(base + lo, base + hi):
-                    src = t + off
-                    v0 = np.uint64(0)
-                    v1 = np.uint64(0)
-                    for i in range(k):
-                        d = np.uint64(digits[i, limb, src])
-                        v0 += d * np.uint64(kb[i, limb, t])
-                        v1 += d * np.uint64(ka[i, limb, t])
-                    acc[0, limb, t] = _mod(v0, ql, qi)
-                    acc[1, limb, t] = _mod(v1, ql, qi)
+            # t in [base, base + s − shift) reads base + shift + …; the rest wraps.
+            for t0, src0, length in (
+                (base, base + shift, s - shift),
+                (base + s - shift, base, shift),
+            ):
+                if length == 0:
+                    continue
+                _inner_run(
+                    acc[0, limb, t0 : t0 + length],
+                    acc[1, limb, t0 : t0 + length],
+                    digits[0, limb, src0 : src0 + length],
+                    digits[1, limb, src0 : src0 + length],
+                    kb[0, limb, t0 : t0 + length],
+                    kb[1, limb, t0 : t0 + length],
+                    ka[0, limb, t0 : t0 + length],
+                    ka[1, limb, t0 : t0 + length],
+                    ql,
+                    qi,
+                    length,
+                )
 
 
 @njit(cache=True, inline="always")
-def _mod_down(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    acc_c, k, ipsi, ipsi_shoup, n_inv, n_inv_shoup, psi, psi_shoup, q, qinv, crt, to_ntt, buf, xs, y
-):
+def _mod_down(acc_c, k, tb, qinv, crt, to_t, buf, spec, xs, y):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """y[l] = (acc_c[l] − [acc_c]_P) · P^{-1} mod q_l for the k data limbs (slot order).
 
     Two switch limbs: [x]_P = x_a + p_a·((x_b − x_a)·p_a^{-1} mod p_b), centred.
-    crt = (p_a^{-1} mod p_b, P, P^{-1} mod q_0, …, P^{-1} mod q_{k−1}) as uint64;
-    buf: uint64 (3, N) and xs: int64 (N,) scratch.
+    crt = (p_a^{-1} mod p_b, P, P^{-1} mod q_0, …, P^{-1} mod q_{k−1}, then for each q_l
+    the least multiple of q_l that is ≥ P/2) as uint64; buf: uint64 (3, N), spec:
+    uint64 (8, N/8) and xs: int64 (N,) scratch.
     """
+    q = tb[0]
     n = acc_c.shape[1]
+    flat = spec.reshape(n)
     pa = k
     pb = k + 1
     for limb in (pa, pb):
-        row = buf[limb - k]
         for t in range(n):
-            row[to_ntt[t]] = acc_c[limb, t]
-        intt(row, ipsi[limb], ipsi_shoup[limb], q[limb], n_inv[limb], n_inv_shoup[limb])
+            flat[to_t[t]] = acc_c[limb, t]
+        intt_t(
+            spec,
+            buf[limb - k],
+            tb[3][limb],
+            tb[4][limb],
+            tb[7][limb],
+            tb[8][limb],
+            q[limb],
+            tb[9][limb],
+            tb[10][limb],
+        )
     qa = q[pa]
     qb = q[pb]
     big_p = np.int64(crt[1])
     half_p = big_p >> np.int64(1)
+    ainv = crt[0]
+    qbinv = qinv[pb]
     for x in range(n):
         xa = buf[0, x]
-        diff = _mod(buf[1, x] + qb - _mod(xa, qb, qinv[pb]), qb, qinv[pb])
-        xv = np.int64(xa) + np.int64(qa) * np.int64(_mod(diff * crt[0], qb, qinv[pb]))
+        diff = _mod(buf[1, x] + qb - _mod(xa, qb, qbinv), qb, qbinv)
+        xv = np.int64(xa) + np.int64(qa) * np.int64(_mod(diff * ainv, qb, qbinv))
         xs[x] = xv - big_p if xv > half_p else xv  # centred remainder mod P
     row = buf[2]
     for limb in range(k):
         ql = q[limb]
         qi = qinv[limb]
+        lift = np.int64(crt[2 + k + limb])  # a multiple of q_l above P/2: makes xs ≥ 0
         for x in range(n):
-            row[x] = _smod(xs[x], ql, qi)
-        ntt(row, psi[limb], psi_shoup[limb], ql)
+            row[x] = _mod(np.uint64(xs[x] + lift), ql, qi)
+        ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
         pinv = crt[2 + limb]
         for t in range(n):
-            v = acc_c[limb, t] + ql - row[to_ntt[t]]
+            v = acc_c[limb, t] + ql - flat[to_t[t]]
             y[limb, t] = _mod(min(v, v - ql) * pinv, ql, qi)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    c0,
-    digits,
-    key_b,
-    key_a,
-    source,
-    steps,
-    key_index,
-    target,
-    ipsi,
-    ipsi_shoup,
-    n_inv,
-    n_inv_shoup,
-    psi,
-    psi_shoup,
-    q,
-    crt,
-    to_ntt,
-    out,
-):
+def rotate_hoisted(c0, digits, key_b, key_a, source, steps, key_index, target, tb, crt, to_t, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """out[target[t]] = σ_{steps[t]}(ciphertext source[t]) under s, one task per t.
 
     c0: uint32 (G, k, N) slot order; digits: uint32 (G, k, L, N) from ``decompose``;
     key_b, key_a: uint32 (K, k, L, N) slot order (rotation key ``key_index[t]``
-    switches σ_{steps[t]}(s) → s); out: uint32 (·, 2, k, N) slot order.
+    switches σ_{steps[t]}(s) → s); tb: limb tables; out: uint32 (·, 2, k, N) slot order.
     """
+    q = tb[0]
     k = c0.shape[1]
     n = c0.shape[2]
     s = n // 2
@@ -354,26 +470,11 @@ def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
         acc = np.empty((2, limbs, n), dtype=np.uint64)
         _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, qinv, s)
         buf = np.empty((3, n), dtype=np.uint64)
+        spec = np.empty((8, n // 8), dtype=np.uint64)
         xs = np.empty(n, dtype=np.int64)
         y = np.empty((2, k, n), dtype=np.uint64)
         for c in range(2):
-            _mod_down(
-                acc[c],
-                k,
-                ipsi,
-                ipsi_shoup,
-                n_inv,
-                n_inv_shoup,
-                psi,
-                psi_shoup,
-                q,
-                qinv,
-                crt,
-                to_ntt,
-                buf,
-                xs,
-                y[c],
-            )
+            _mod_down(acc[c], k, tb, qinv, crt, to_t, buf, spec, xs, y[c])
         dst = target[task]
         for limb in range(k):
             ql = q[limb]

@@ -159,7 +159,9 @@ def _check_same(p1: ParameterSet, p2: ParameterSet, k1: str, k2: str) -> None:
         raise KeyMismatchError(f"made under key {k2}, expected key {k1}")
 
 
-def _expand_probe(be: Backend, probe: Probe, public: PublicKeyBundle) -> npt.NDArray[np.uint32]:
+def _expand_probe(
+    be: Backend, probe: Probe, public: PublicKeyBundle, clock: _Clock | None = None
+) -> npt.NDArray[np.uint32]:
     """All D rotations of the packed probe, (D, 2, k, N) uint32 in slot order."""
     params = probe.params
     diag_count, baby = params.probe_layout(probe.dim)
@@ -168,7 +170,11 @@ def _expand_probe(be: Backend, probe: Probe, public: PublicKeyBundle) -> npt.NDA
     if params.single_ciphertext:
         # One uploaded ciphertext: the D − 1 rotations by hoisted key switching.
         keys_b, keys_a = public.rotation_keys()
+        if clock is not None:
+            clock.lap("probe_expand")
         rotate_all(params, full[0].copy(), keys_b, keys_a, full)
+        if clock is not None:
+            clock.lap("rotations")
     elif diag_count > baby:
         # d > 2·max_probe_ciphertexts only: SEAL rotations by ``baby`` (key switching),
         # in SEAL's own order.
@@ -279,7 +285,7 @@ def score_masked(
     be = backend(params)
     count = gallery.ciphertexts
     rotations, order, query_id = _query_randomness(count, params.slots, rng)
-    full = _expand_probe(be, probe, public)
+    full = _expand_probe(be, probe, public, clock)
     clock.lap("probe_expand")
     if rng is not None:
         units = generate_units(params, count, rng=rng)

@@ -88,10 +88,38 @@ class SwitchContext:
     ipsi_shoup: U64
     n_inv: U64  # (L,)
     n_inv_shoup: U64
-    crt: U64  # (p_a^{-1} mod p_b, P, P^{-1} mod q_i ...)
+    crt: U64  # (p_a^{-1} mod p_b, P, P^{-1} mod q_i ..., ⌈P/2⌉ rounded up to a multiple of q_i ...)
     p_mod_q: U64  # (k,) P mod q_i (the gadget factor in the keys)
     to_ntt: npt.NDArray[np.int64]  # (N,) slot position -> NTT index
     k: int  # number of data limbs
+    tail: U64  # (L, 7, N/8) twiddles of the transposed last stages (_keyswitch.ntt_t)
+    tail_shoup: U64
+    itail: U64  # (L, 7, N/8) the same for the inverse
+    itail_shoup: U64
+
+    @property
+    def to_t(self) -> npt.NDArray[np.int64]:
+        """Slot position → flat index in the kernels' transposed-tail layout."""
+        e = self.to_ntt
+        n = self.params.poly_degree
+        return np.ascontiguousarray((e % 8) * (n // 8) + e // 8)
+
+    @property
+    def tables(self) -> tuple[U64, ...]:
+        """The limb tables the kernels take, in ``_keyswitch``'s documented order."""
+        return (
+            self.q,
+            self.psi,
+            self.psi_shoup,
+            self.ipsi,
+            self.ipsi_shoup,
+            self.tail,
+            self.tail_shoup,
+            self.itail,
+            self.itail_shoup,
+            self.n_inv,
+            self.n_inv_shoup,
+        )
 
     @property
     def limbs(self) -> int:
@@ -151,13 +179,19 @@ def context(params: ParameterSet) -> SwitchContext:
         psi[limb] = powers[rev]
         ipsi[limb] = ipowers[rev]
     qv = np.array(primes, dtype=np.uint64)
+    tail, itail = _tail(psi), _tail(ipsi)
     shoup = (psi << np.uint64(32)) // qv.reshape(-1, 1)
     ishoup = (ipsi << np.uint64(32)) // qv.reshape(-1, 1)
     n_inv = np.array([pow(n, -1, q) for q in primes], dtype=np.uint64)
     pa, pb = params.switch_primes
     big_p = pa * pb
     crt = np.array(
-        [pow(pa, -1, pb), big_p, *(pow(big_p, -1, q) for q in params.data_primes)],
+        [
+            pow(pa, -1, pb),
+            big_p,
+            *(pow(big_p, -1, q) for q in params.data_primes),
+            *(q * -(-(big_p // 2) // q) for q in params.data_primes),
+        ],
         dtype=np.uint64,
     )
     ctx = SwitchContext(
@@ -173,9 +207,22 @@ def context(params: ParameterSet) -> SwitchContext:
         p_mod_q=np.array([big_p % q for q in params.data_primes], dtype=np.uint64),
         to_ntt=np.asarray(be.slot_to_ntt, dtype=np.int64),
         k=k,
+        tail=tail,
+        tail_shoup=(tail << np.uint64(32)) // qv.reshape(-1, 1, 1),
+        itail=itail,
+        itail_shoup=(itail << np.uint64(32)) // qv.reshape(-1, 1, 1),
     )
     _self_check(ctx, be)
     return ctx
+
+
+def _tail(psi: U64) -> U64:
+    """Per limb, the 7 twiddle rows of the three transposed stages (see ``_keyswitch``)."""
+    n = psi.shape[1]
+    c = np.arange(n // 8)
+    rows = [n // 8 + c, n // 4 + 2 * c, n // 4 + 2 * c + 1]
+    rows += [n // 2 + 4 * c + h for h in range(4)]
+    return np.ascontiguousarray(np.stack([psi[:, r] for r in rows], axis=1))
 
 
 def _self_check(ctx: SwitchContext, be: object) -> None:
@@ -194,6 +241,35 @@ def _self_check(ctx: SwitchContext, be: object) -> None:
     natural = (coeffs % ctx.q.astype(np.int64).reshape(-1, 1)).astype(np.uint64)
     if not np.array_equal(ctx.intt(ctx.ntt(natural, lim), lim), natural):
         raise LayoutError("the key-switching inverse NTT does not invert")
+    tb = ctx.tables
+    for limb in range(ctx.limbs):
+        spec = np.empty((8, n // 8), dtype=np.uint64)
+        ks.ntt_t(
+            natural[limb].copy(),
+            spec,
+            tb[1][limb],
+            tb[2][limb],
+            tb[5][limb],
+            tb[6][limb],
+            ctx.q[limb],
+        )
+        seal_like = ctx.ntt(natural[limb : limb + 1], lim[limb : limb + 1])[0]
+        if not np.array_equal(spec.reshape(n)[ctx.to_t], seal_like[ctx.to_ntt]):
+            raise LayoutError("the transposed-tail NTT differs from the plain one")
+        back = np.empty(n, dtype=np.uint64)
+        ks.intt_t(
+            spec,
+            back,
+            tb[3][limb],
+            tb[4][limb],
+            tb[7][limb],
+            tb[8][limb],
+            ctx.q[limb],
+            tb[9][limb],
+            tb[10][limb],
+        )
+        if not np.array_equal(back, natural[limb]):
+            raise LayoutError("the transposed-tail inverse NTT does not invert")
     # σ_3 (rotation by one) in coefficients: X^i -> X^{3i} mod X^N + 1.
     moved = np.zeros_like(coeffs)
     idx = (3 * np.arange(n)) % (2 * n)
@@ -423,18 +499,8 @@ def _rotate(
     out: U32,
 ) -> None:
     digits = np.empty((c1.shape[0], ctx.k, ctx.limbs, ctx.params.poly_degree), dtype=np.uint32)
-    ks.decompose(
-        np.ascontiguousarray(c1),
-        ctx.ipsi,
-        ctx.ipsi_shoup,
-        ctx.n_inv,
-        ctx.n_inv_shoup,
-        ctx.psi,
-        ctx.psi_shoup,
-        ctx.q,
-        ctx.to_ntt,
-        digits,
-    )
+    to_t = ctx.to_t
+    ks.decompose(np.ascontiguousarray(c1), ctx.tables, to_t, digits)
     ks.rotate_hoisted(
         np.ascontiguousarray(c0),
         digits,
@@ -444,14 +510,8 @@ def _rotate(
         steps,
         key_index,
         target,
-        ctx.ipsi,
-        ctx.ipsi_shoup,
-        ctx.n_inv,
-        ctx.n_inv_shoup,
-        ctx.psi,
-        ctx.psi_shoup,
-        ctx.q,
+        ctx.tables,
         ctx.crt,
-        ctx.to_ntt,
+        to_t,
         out,
     )
