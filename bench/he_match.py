@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[1000, 10_000, 100_000])
     parser.add_argument("--d", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--repeat", type=int, default=7, help="queries per median (>= 5)")
-    parser.add_argument("--params", default="ckks-v1")
+    parser.add_argument("--params", default="ckks-v2")
     args = parser.parse_args(argv)
     from crypto.he import GateKeyBundle, get_parameter_set
 

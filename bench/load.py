@@ -317,7 +317,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="HE scoring worker processes")
     parser.add_argument("--hit-rate", type=float, default=0.05)
     parser.add_argument("--inline-encrypt", action="store_true")
-    parser.add_argument("--parameter-set", default="ckks-v1")
+    parser.add_argument("--parameter-set", default="ckks-v2")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default="var/bench-load")
     parser.add_argument(

@@ -4,7 +4,7 @@ Usage::
 
     client = GateClient(
         "https://service:8444", gate_id="shenzhen-bay-1", cert=cert, key=key, ca=ca,
-        signing_key=SigningKey.generate(), he=SealGateCrypto.generate("ckks-v1"),
+        signing_key=SigningKey.generate(), he=SealGateCrypto.generate("ckks-v2"),
     )
     client.register(site="shenzhen-bay")          # then an admin approves the gate
     outcome = client.check(template, doc_pseudonym=pseudonymise(shared_key, doc_no))
@@ -325,7 +325,7 @@ class SealGateCrypto:
         self.keys = keys
 
     @classmethod
-    def generate(cls, parameter_set: str = "ckks-v1") -> SealGateCrypto:
+    def generate(cls, parameter_set: str = "ckks-v2") -> SealGateCrypto:
         """Fresh HE keys under the named parameter set."""
         from crypto.he import GateKeyBundle, get_parameter_set
 

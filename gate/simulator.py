@@ -76,7 +76,7 @@ class HeGateCrypto:
         self._public = keys.public().to_bytes()
 
     @classmethod
-    def generate(cls, parameter_set: str = "ckks-v1") -> HeGateCrypto:
+    def generate(cls, parameter_set: str = "ckks-v2") -> HeGateCrypto:
         """Fresh keys under the named parameter set."""
         from crypto.he import GateKeyBundle, get_parameter_set
 

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     gate_max_image_pixels: int = Field(
         25_000_000, gt=0, description="Gate: refuse larger images before decoding them."
     )
-    he_parameter_set: str = Field("ckks-v1", description="Named CKKS parameter set (crypto).")
+    he_parameter_set: str = Field("ckks-v2", description="Named CKKS parameter set (crypto).")
     match_threshold: float = Field(
         0.42,
         gt=-1.0,

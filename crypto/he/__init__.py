@@ -5,7 +5,7 @@ Usage (both sides shown; in production they run on different machines)::
     from crypto.he import (Gallery, GateKeyBundle, encrypt_probe, get_parameter_set,
                            resolve, reveal, score_masked)
 
-    params = get_parameter_set("ckks-v1")
+    params = get_parameter_set("ckks-v2")
     keys = GateKeyBundle.generate(params)                      # gate, once per rotation
     gallery = Gallery.build(watchlist_templates, params)       # service, on change
     probe = encrypt_probe(keys, template)                      # gate, per traveller

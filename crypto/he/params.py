@@ -221,7 +221,7 @@ PARAMETER_SETS: dict[str, ParameterSet] = {
         ),
     )
 }
-DEFAULT_PARAMETER_SET = "ckks-v1"
+DEFAULT_PARAMETER_SET = "ckks-v2"
 
 
 def get_parameter_set(name_or_hash: str | bytes) -> ParameterSet:

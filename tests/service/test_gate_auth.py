@@ -23,7 +23,7 @@ from service.tables import gate_keys
 
 @cache
 def _public_bundle() -> bytes:
-    return GateKeyBundle.generate(get_parameter_set("ckks-v1")).public().to_bytes()
+    return GateKeyBundle.generate(get_parameter_set("ckks-v2")).public().to_bytes()
 
 
 class PublicOnly:
