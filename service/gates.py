@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -252,7 +254,7 @@ def check_request(
         raise GateRefusedError("gate is revoked", code="gate-revoked")
     if gate.status == "pending" and not allow_pending:
         raise GateRefusedError("gate is awaiting approval", code="gate-pending")
-    columns = [c for c in gate_keys.c if with_bundle or c.name != "he_public_bundle"]
+    columns = [c for c in gate_keys.c if c.name != "he_public_bundle"]
     key = conn.execute(
         sa.select(*columns).where(gate_keys.c.id == key_id, gate_keys.c.gate_id == gate_id)
     ).first()
@@ -276,12 +278,58 @@ def check_request(
         gate_id,
         key_id,
         str(key.he_key_id),
-        bytes(key.he_public_bundle) if with_bundle else b"",
+        _he_bundle(conn, key_id) if with_bundle else b"",
         signed.nonce,
         site=str(gate.site),
         gate_status=str(gate.status),
         key_created_at=utc(key.created_at),
     )
+
+
+class _BundleCache:
+    """HE public bundles by signing-key id, most recently used kept (thread-safe).
+
+    A gate key row's bundle never changes (rotation inserts a new row; only the status
+    of old rows is updated), so caching by row id is exact. ckks-v2 bundles are ~4 MB:
+    reading one from the database on every match would cost more than the match's own
+    writes.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_id: str) -> bytes | None:
+        with self._lock:
+            found = self._items.get(key_id)
+            if found is not None:
+                self._items.move_to_end(key_id)
+            return found
+
+    def put(self, key_id: str, bundle: bytes) -> None:
+        with self._lock:
+            self._items[key_id] = bundle
+            self._items.move_to_end(key_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_BUNDLES = _BundleCache(size=64)
+
+
+def _he_bundle(conn: Connection, key_id: str) -> bytes:
+    """The HE public bundle of gate key ``key_id`` (cached; read from ``conn`` on a miss)."""
+    cached = _BUNDLES.get(key_id)
+    if cached is not None:
+        return cached
+    row = conn.execute(
+        sa.select(gate_keys.c.he_public_bundle).where(gate_keys.c.id == key_id)
+    ).first()
+    bundle = b"" if row is None else bytes(row.he_public_bundle)
+    if bundle:
+        _BUNDLES.put(key_id, bundle)
+    return bundle
 
 
 def spend_nonce(conn: Connection, identity: GateIdentity, now: dt.datetime) -> None:

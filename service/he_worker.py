@@ -21,6 +21,11 @@ __all__ = ["EMPTY_GALLERY_DIM", "HeAdapter", "init_worker", "ready", "score"]
 EMPTY_GALLERY_DIM = 128
 
 _STATE: dict[str, Any] = {}
+#: Parsed public key bundles by key id, with the bytes they came from. A ckks-v2 bundle
+#: is ~4 MB (rotation keys): parsing and validating it per query would cost more than a
+#: byte comparison, which keeps the cache exact (a changed bundle is parsed again).
+_BUNDLES: dict[str, tuple[bytes, Any]] = {}
+_BUNDLE_CACHE_SIZE = 16
 
 
 def _he() -> Any:
@@ -66,10 +71,24 @@ def score(probe: bytes, public_bundle: bytes, threshold: float) -> tuple[bytes, 
     """Score and mask one probe; returns (masked result bytes, mapping, seconds)."""
     he = _he()
     started = time.perf_counter()
-    bundle = he.PublicKeyBundle.from_bytes(public_bundle)
+    bundle = _public_bundle(public_bundle)
     parsed = he.Probe.from_bytes(probe)
     masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, bundle)
     return masked.to_bytes(), mapping, time.perf_counter() - started
+
+
+def _public_bundle(data: bytes) -> Any:
+    """The parsed bundle for ``data``, from the cache when the bytes are identical."""
+    he = _he()
+    key_id = bytes(data[37:53]).hex()  # header: magic 4, version 1, params hash 32, key id 16
+    cached = _BUNDLES.get(key_id)
+    if cached is not None and cached[0] == data:
+        return cached[1]
+    bundle = he.PublicKeyBundle.from_bytes(data)
+    if len(_BUNDLES) >= _BUNDLE_CACHE_SIZE:
+        _BUNDLES.pop(next(iter(_BUNDLES)))
+    _BUNDLES[bundle.key_id] = (bytes(data), bundle)
+    return bundle
 
 
 class HeAdapter:
