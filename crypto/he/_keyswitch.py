@@ -25,7 +25,7 @@ prime < 2**31; ``_mod``), so the same code serves 31-bit data and 23-bit switch 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 _S32 = np.uint64(32)
 
@@ -463,25 +463,38 @@ def rotate_hoisted(c0, digits, key_b, key_a, source, steps, key_index, target, t
     qinv = np.empty(limbs, dtype=np.float64)
     for limb in range(limbs):
         qinv[limb] = 1.0 / np.float64(q[limb])
-    for task in prange(steps.shape[0]):
-        g = source[task]
-        shift = steps[task] % s
-        kk = key_index[task]
+    tasks = steps.shape[0]
+    chunks = min(tasks, get_num_threads())
+    for chunk in prange(chunks):
+        # Scratch once per thread, not per task (≈ 0.5 MB: per-task allocations are mmaps).
         acc = np.empty((2, limbs, n), dtype=np.uint64)
-        _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, qinv, s)
         buf = np.empty((3, n), dtype=np.uint64)
         spec = np.empty((8, n // 8), dtype=np.uint64)
         xs = np.empty(n, dtype=np.int64)
         y = np.empty((2, k, n), dtype=np.uint64)
-        for c in range(2):
-            _mod_down(acc[c], k, tb, qinv, crt, to_t, buf, spec, xs, y[c])
-        dst = target[task]
-        for limb in range(k):
-            ql = q[limb]
-            for h in range(2):
-                base = h * s
-                for t in range(base, base + s):
-                    src = base + (t - base + shift) % s
-                    v = np.uint64(c0[g, limb, src]) + y[0, limb, t]
-                    out[dst, 0, limb, t] = np.uint32(min(v, v - ql))
-                    out[dst, 1, limb, t] = np.uint32(y[1, limb, t])
+        for task in range(chunk, tasks, chunks):
+            g = source[task]
+            shift = steps[task] % s
+            kk = key_index[task]
+            _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, qinv, s)
+            for c in range(2):
+                _mod_down(acc[c], k, tb, qinv, crt, to_t, buf, spec, xs, y[c])
+            _finish_rotation(c0[g], y, shift, q, s, out[target[task]])
+
+
+@njit(cache=True, inline="always")
+def _finish_rotation(c0, y, shift, q, s, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """out = (σ(c0) + y0, y1): σ a shift by ``shift`` inside each half (two runs each)."""
+    for limb in range(c0.shape[0]):
+        ql = q[limb]
+        for h in range(2):
+            base = h * s
+            for t0, src0, length in (
+                (base, base + shift, s - shift),
+                (base + s - shift, base, shift),
+            ):
+                for x in range(length):
+                    v = np.uint64(c0[limb, src0 + x]) + y[0, limb, t0 + x]
+                    out[0, limb, t0 + x] = np.uint32(min(v, v - ql))
+        for t in range(2 * s):
+            out[1, limb, t] = np.uint32(y[1, limb, t])
