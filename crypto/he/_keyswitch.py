@@ -25,7 +25,7 @@ prime < 2**31; ``_mod``), so the same code serves 31-bit data and 23-bit switch 
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 _S32 = np.uint64(32)
 
@@ -448,12 +448,16 @@ def _mod_down(acc_c, k, tb, qinv, crt, to_t, buf, spec, xs, y):  # type: ignore[
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def rotate_hoisted(c0, digits, key_b, key_a, source, steps, key_index, target, tb, crt, to_t, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    c0, digits, key_b, key_a, source, steps, key_index, target, tb, crt, to_t, threads, out
+):
     """out[target[t]] = σ_{steps[t]}(ciphertext source[t]) under s, one task per t.
 
     c0: uint32 (G, k, N) slot order; digits: uint32 (G, k, L, N) from ``decompose``;
     key_b, key_a: uint32 (K, k, L, N) slot order (rotation key ``key_index[t]``
-    switches σ_{steps[t]}(s) → s); tb: limb tables; out: uint32 (·, 2, k, N) slot order.
+    switches σ_{steps[t]}(s) → s); tb: limb tables; threads: how many chunks to split
+    the tasks into (numba's thread count; passed in, since reading it here would stop
+    numba from caching this function); out: uint32 (·, 2, k, N) slot order.
     """
     q = tb[0]
     k = c0.shape[1]
@@ -464,7 +468,7 @@ def rotate_hoisted(c0, digits, key_b, key_a, source, steps, key_index, target, t
     for limb in range(limbs):
         qinv[limb] = 1.0 / np.float64(q[limb])
     tasks = steps.shape[0]
-    chunks = min(tasks, get_num_threads())
+    chunks = max(1, min(tasks, threads))
     for chunk in prange(chunks):
         # Scratch once per thread, not per task (≈ 0.5 MB: per-task allocations are mmaps).
         acc = np.empty((2, limbs, n), dtype=np.uint64)

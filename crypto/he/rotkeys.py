@@ -34,6 +34,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -513,5 +514,6 @@ def _rotate(
         ctx.tables,
         ctx.crt,
         to_t,
+        numba.get_num_threads(),
         out,
     )
