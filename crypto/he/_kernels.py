@@ -122,8 +122,13 @@ def _stage(chunk):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
 
 
 @njit(cache=True, inline="always")
-def _mac4(acc0, acc1, gp, probe, p, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Rows j..j+3 of ``gp`` (one fold, four products per accumulator and position)."""
+def _mac4(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Rows j..j+3 of ``gp`` (one fold, four products per accumulator and position).
+
+    ``pair`` holds each probe residue pair as one word, c0 in the low and c1 in the
+    high 32 bits: one load serves both products, and ``w · (v & m32)`` and
+    ``w · (v >> 32)`` compile to one 32 × 32-bit vpmuludq each (no zero-extension).
+    """
     d = gp.shape[0]
     ja = (j + shift) % d
     jb = (j + 1 + shift) % d
@@ -133,51 +138,49 @@ def _mac4(acc0, acc1, gp, probe, p, j, shift, g_off, p_off, a_off, length, rr): 
     gb = gp[j + 1, g_off : g_off + length]
     gc = gp[j + 2, g_off : g_off + length]
     gd = gp[j + 3, g_off : g_off + length]
-    a0 = probe[ja, 0, p, p_off : p_off + length]
-    b0 = probe[jb, 0, p, p_off : p_off + length]
-    c0 = probe[jc, 0, p, p_off : p_off + length]
-    d0 = probe[jd, 0, p, p_off : p_off + length]
-    a1 = probe[ja, 1, p, p_off : p_off + length]
-    b1 = probe[jb, 1, p, p_off : p_off + length]
-    c1 = probe[jc, 1, p, p_off : p_off + length]
-    d1 = probe[jd, 1, p, p_off : p_off + length]
+    pa = pair[ja, p_off : p_off + length]
+    pb = pair[jb, p_off : p_off + length]
+    pc = pair[jc, p_off : p_off + length]
+    pd = pair[jd, p_off : p_off + length]
     for x in range(length):
         wa = np.uint64(ga[x])
         wb = np.uint64(gb[x])
         wc = np.uint64(gc[x])
         wd = np.uint64(gd[x])
+        va = pa[x]
+        vb = pb[x]
+        vc = pc[x]
+        vd = pd[x]
         acc0[a_off + x] = (
             _fold(acc0[a_off + x], rr)
-            + wa * np.uint64(a0[x])
-            + wb * np.uint64(b0[x])
-            + wc * np.uint64(c0[x])
-            + wd * np.uint64(d0[x])
+            + wa * (va & _MASK32)
+            + wb * (vb & _MASK32)
+            + wc * (vc & _MASK32)
+            + wd * (vd & _MASK32)
         )
         acc1[a_off + x] = (
             _fold(acc1[a_off + x], rr)
-            + wa * np.uint64(a1[x])
-            + wb * np.uint64(b1[x])
-            + wc * np.uint64(c1[x])
-            + wd * np.uint64(d1[x])
+            + wa * (va >> _SHIFT)
+            + wb * (vb >> _SHIFT)
+            + wc * (vc >> _SHIFT)
+            + wd * (vd >> _SHIFT)
         )
 
 
 @njit(cache=True, inline="always")
-def _mac1(acc0, acc1, gp, probe, p, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _mac1(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """Row j of ``gp`` alone (the D mod 4 rows left over)."""
-    jj = (j + shift) % gp.shape[0]
     g = gp[j, g_off : g_off + length]
-    e0 = probe[jj, 0, p, p_off : p_off + length]
-    e1 = probe[jj, 1, p, p_off : p_off + length]
+    e = pair[(j + shift) % gp.shape[0], p_off : p_off + length]
     for x in range(length):
         w = np.uint64(g[x])
-        acc0[a_off + x] = _fold(acc0[a_off + x], rr) + w * np.uint64(e0[x])
-        acc1[a_off + x] = _fold(acc1[a_off + x], rr) + w * np.uint64(e1[x])
+        acc0[a_off + x] = _fold(acc0[a_off + x], rr) + w * (e[x] & _MASK32)
+        acc1[a_off + x] = _fold(acc1[a_off + x], rr) + w * (e[x] >> _SHIFT)
 
 
 @njit(cache=True, inline="always")
-def _mac(acc0, acc1, gp, probe, p, p_off, p_wrap, l1, shift, r32):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """acc{0,1}[x] += Σ_j gp[j, x] · probe[(j + shift) % D, {0,1}, p, o + x].
+def _mac(acc0, acc1, gp, pair, p_off, p_wrap, l1, shift, r32):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """acc0[x] += Σ_j gp[j, x] · c0, acc1[x] += Σ_j gp[j, x] · c1 of pair[(j + shift) % D, o + x].
 
     o = p_off for x < l1 and p_wrap − l1 beyond (the window wraps to the half's start).
     Both segments are done per group of rows, so each row is read while it is in L1.
@@ -186,55 +189,77 @@ def _mac(acc0, acc1, gp, probe, p, p_off, p_wrap, l1, shift, r32):  # type: igno
     rr = np.uint64(np.uint32(r32))  # < 2**32: the fold multiply is 32 × 32 bits (vpmuludq)
     d4 = d - d % _GROUP
     for j in range(0, d4, _GROUP):
-        _mac4(acc0, acc1, gp, probe, p, j, shift, 0, p_off, 0, l1, rr)
+        _mac4(acc0, acc1, gp, pair, j, shift, 0, p_off, 0, l1, rr)
         if l1 < width:
-            _mac4(acc0, acc1, gp, probe, p, j, shift, l1, p_wrap, l1, width - l1, rr)
+            _mac4(acc0, acc1, gp, pair, j, shift, l1, p_wrap, l1, width - l1, rr)
     for j in range(d4, d):
-        _mac1(acc0, acc1, gp, probe, p, j, shift, 0, p_off, 0, l1, rr)
+        _mac1(acc0, acc1, gp, pair, j, shift, 0, p_off, 0, l1, rr)
         if l1 < width:
-            _mac1(acc0, acc1, gp, probe, p, j, shift, l1, p_wrap, l1, width - l1, rr)
+            _mac1(acc0, acc1, gp, pair, j, shift, l1, p_wrap, l1, width - l1, rr)
 
 
 @njit(cache=True, inline="always")
-def _finish(acc, res, a_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm, m37):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _finish(acc, res, a_off, r_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """Reduce, threshold, mask and rerandomise ``length`` slot pairs (t, S + t) into ``res``.
 
-    Output x = a_off + … is slot t = t_off + x; the gallery-side (pad bias) position is
-    u_off + x (rotated). Everything is contiguous, so this loop vectorises.
+    Accumulator x = a_off + … is slot t = t_off + x, written to ``res[:, r_off + …]``;
+    the gallery-side (pad bias) position is u_off + x (rotated). Every operand is a
+    contiguous slice indexed from 0, so this loop vectorises without gathers.
     """
     s = pad.shape[2] // 2
-    for x in range(a_off, a_off + length):
-        t = t_off + x
-        u = u_off + x
-        y0a = _red37(_fold(_fold(acc[0, x], rr), rr), qq, m37)
-        y0b = _red37(_fold(_fold(acc[1, x], rr), rr), qq, m37)
-        y1a = _red37(_fold(_fold(acc[2, x], rr), rr), qq, m37)
-        y1b = _red37(_fold(_fold(acc[3, x], rr), rr), qq, m37)
-        z0a = _red4(y0a + np.uint64(pad[c, p, u]) + tq, qq)
-        z0b = _red4(y0b + np.uint64(pad[c, p, s + u]) + tq, qq)
-        am = np.uint64(masks[i, 0, p, t])
-        fs = np.uint64(masks[i, 0, p, s + t])
-        ua = np.uint64(masks[i, 1, p, t])
-        ub = np.uint64(masks[i, 1, p, s + t])
+    rr = np.uint64(np.uint32(rr))  # < 2**32: the fold multiply is 32 × 32 bits
+    m37 = np.uint64((1 << 37) // qq)
+    t0 = t_off + a_off
+    u0 = u_off + a_off
+    acc0a = acc[0, a_off : a_off + length]
+    acc0b = acc[1, a_off : a_off + length]
+    acc1a = acc[2, a_off : a_off + length]
+    acc1b = acc[3, a_off : a_off + length]
+    pad_a = pad[c, p, u0 : u0 + length]
+    pad_b = pad[c, p, s + u0 : s + u0 + length]
+    amask = masks[i, 0, p, t0 : t0 + length]
+    flood = masks[i, 0, p, s + t0 : s + t0 + length]
+    u_a = masks[i, 1, p, t0 : t0 + length]
+    u_b = masks[i, 1, p, s + t0 : s + t0 + length]
+    e2_a = masks[i, 2, p, t0 : t0 + length]
+    e2_b = masks[i, 2, p, s + t0 : s + t0 + length]
+    p0a = pk[0, p, t0 : t0 + length]
+    p0b = pk[0, p, s + t0 : s + t0 + length]
+    p1a = pk[1, p, t0 : t0 + length]
+    p1b = pk[1, p, s + t0 : s + t0 + length]
+    out0 = res[0, r_off : r_off + length]
+    out1 = res[1, r_off : r_off + length]
+    out2 = res[2, r_off : r_off + length]
+    for x in range(length):
+        y0a = _red37(_fold(_fold(acc0a[x], rr), rr), qq, m37)
+        y0b = _red37(_fold(_fold(acc0b[x], rr), rr), qq, m37)
+        y1a = _red37(_fold(_fold(acc1a[x], rr), rr), qq, m37)
+        y1b = _red37(_fold(_fold(acc1b[x], rr), rr), qq, m37)
+        z0a = _red4(y0a + np.uint64(pad_a[x]) + tq, qq)
+        z0b = _red4(y0b + np.uint64(pad_b[x]) + tq, qq)
+        am = np.uint64(amask[x])
+        ua = np.uint64(u_a[x])
+        ub = np.uint64(u_b[x])
         r0 = _red(
-            _mulmod(ua, np.uint64(pk[0, p, t]), qq, mm)
-            + _mulmod(ub, np.uint64(pk[0, p, s + t]), qq, mm),
+            _mulmod(ua, np.uint64(p0a[x]), qq, mm) + _mulmod(ub, np.uint64(p0b[x]), qq, mm),
             qq,
         )
-        res[0, x] = np.uint32(_red4(_mulmod(am, _red(z0a + z0b, qq), qq, mm) + r0 + fs, qq))
-        res[1, x] = np.uint32(
+        out0[x] = np.uint32(
+            _red4(_mulmod(am, _red(z0a + z0b, qq), qq, mm) + r0 + np.uint64(flood[x]), qq)
+        )
+        out1[x] = np.uint32(
             _red4(
                 _mulmod(am, y1a, qq, mm)
-                + _mulmod(ua, np.uint64(pk[1, p, t]), qq, mm)
-                + np.uint64(masks[i, 2, p, t]),
+                + _mulmod(ua, np.uint64(p1a[x]), qq, mm)
+                + np.uint64(e2_a[x]),
                 qq,
             )
         )
-        res[2, x] = np.uint32(
+        out2[x] = np.uint32(
             _red4(
                 _mulmod(am, y1b, qq, mm)
-                + _mulmod(ub, np.uint64(pk[1, p, s + t]), qq, mm)
-                + np.uint64(masks[i, 2, p, s + t]),
+                + _mulmod(ub, np.uint64(p1b[x]), qq, mm)
+                + np.uint64(e2_b[x]),
                 qq,
             )
         )
@@ -270,6 +295,14 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     rotated offset from cache; visiting the blocks in order of their rotation makes
     consecutive windows overlap, so most of those reads hit L2.
 
+    Three parallel passes: (1) the probe's (c0, c1) residues are paired into one uint64
+    word per position (``pairs`` (k, D, N), 4 MB), so the MAC loads each pair once and
+    multiplies both halves with 32 × 32-bit vpmuludq, without zero-extending shuffles;
+    (2) the tasks above write their results in slot order to a scratch ``slots``
+    (C, k, 3, S) (contiguous stores); (3) one task per (result ciphertext, prime) permutes
+    its row into SEAL's NTT order (contiguous stores to ``out``; scattering from (2)
+    directly turned every store into a cache miss).
+
     gallery: uint32 (k, S/_BLOCK, C, 2, D, _BLOCK), entry [p, b, c, h, j, x] at slot
     position h·S + b·_BLOCK + x; probe: uint32 (D, 2, k, N) slot order; pad: uint32
     (C, k, N) slot order; tau: uint64 (k,) = τ·Δ mod q; masks: uint32 (C, 3, k, N) slot
@@ -281,6 +314,20 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     k, blocks, n_ct, _, d, width = gallery.shape
     n = probe.shape[3]
     s = n // 2
+    pairs = np.empty((k, d, n), dtype=np.uint64)  # (c0 | c1 << 32) per probe residue
+    for row in prange(k * d):
+        pr = pairs[row // d, row % d]
+        lo = probe[row % d, 0, row // d]
+        hi = probe[row % d, 1, row // d]
+        for t in range(n):
+            pr[t] = np.uint64(lo[t]) | (np.uint64(hi[t]) << _SHIFT)
+    slots = np.empty((n_ct, k, 3, s), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
+    src = np.empty((2, n), dtype=np.int64)  # NTT index → position in a flat slots[i, p]
+    for t in range(s):
+        src[0, to_ntt[t]] = t
+        src[0, to_ntt[s + t]] = t
+        src[1, to_ntt[t]] = s + t
+        src[1, to_ntt[s + t]] = 2 * s + t
     for task in prange(k * blocks):
         p = task // blocks
         blk = task % blocks
@@ -288,10 +335,8 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
         qq = q[p]
         rr = r32[p]
         mm = mu[p]
-        m37 = np.uint64((1 << 37) // qq)
         tq = qq - tau[p]
         acc = np.empty((4, width), dtype=np.uint64)  # (c0, c1) × (half 0, half 1)
-        res = np.empty((3, width), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
         for v in range(n_ct):
             c = visit[v]
             i = position[c]
@@ -303,26 +348,23 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             _stage(gallery[p, blk, c])
             for h in range(2):
                 gch = gallery[p, blk, c, h]
-                _mac(acc[h], acc[2 + h], gch, probe, p, h * s + s0, h * s, l1, shift, rr)
-            _finish(acc, res, 0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mm, m37)
+                _mac(acc[h], acc[2 + h], gch, pairs[p], h * s + s0, h * s, l1, shift, rr)
+            res = slots[i, p]
+            _finish(acc, res, 0, s0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mm)
             if l1 < width:
                 _finish(
-                    acc, res, l1, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mm, m37
+                    acc, res, l1, 0, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mm
                 )
-            for x in range(l1):
-                ta = to_ntt[s0 + x]
-                tb = to_ntt[s + s0 + x]
-                out[i, 0, p, ta] = res[0, x]
-                out[i, 0, p, tb] = res[0, x]
-                out[i, 1, p, ta] = res[1, x]
-                out[i, 1, p, tb] = res[2, x]
-            for x in range(l1, width):
-                ta = to_ntt[x - l1]
-                tb = to_ntt[s + x - l1]
-                out[i, 0, p, ta] = res[0, x]
-                out[i, 0, p, tb] = res[0, x]
-                out[i, 1, p, ta] = res[1, x]
-                out[i, 1, p, tb] = res[2, x]
+    # slot order → SEAL's NTT order, one contiguous output row at a time
+    for task in prange(n_ct * k):
+        i = task // k
+        p = task % k
+        res = slots[i, p].reshape(-1)
+        o0 = out[i, 0, p]
+        o1 = out[i, 1, p]
+        for u in range(n):
+            o0[u] = res[src[0, u]]
+            o1[u] = res[src[1, u]]
 
 
 # ---- probe expansion ------------------------------------------------------------------
