@@ -323,11 +323,11 @@ def _lift_digit(coeffs, qd, i, tb, to_t, row, spec, out):  # type: ignore[no-unt
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def decompose(c1, tb, to_t, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def decompose(c1, tb, to_t, from_t, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """RNS digits of c1, lifted to every limb: out[g, i, l] = NTT_l([c1_g]_{q_i}) (slot order).
 
     c1: uint32 (G, k, N) in slot order (k data limbs); tb: the limb tables (all L limbs,
-    data first); to_t: int64 (N,) slot position → T-layout index; out: uint32
+    data first); to_t/from_t: int64 (N,) slot position ↔ T-layout index; out: uint32
     (G, k, L, N). The digit of limb i in limb i is c1 itself.
     """
     n_groups, k, n = c1.shape
@@ -338,9 +338,9 @@ def decompose(c1, tb, to_t, out):  # type: ignore[no-untyped-def]  # pragma: no 
         qd = q[i]
         spec = np.empty((8, n // 8), dtype=np.uint64)
         flat = spec.reshape(n)
-        for t in range(n):
-            flat[to_t[t]] = np.uint64(c1[g, i, t])
-            out[g, i, i, t] = c1[g, i, t]
+        for j in range(n):
+            flat[j] = np.uint64(c1[g, i, from_t[j]])
+        out[g, i, i] = c1[g, i]
         buf = np.empty(n, dtype=np.uint64)
         intt_t(spec, buf, tb[3][i], tb[4][i], tb[7][i], tb[8][i], qd, tb[9][i], tb[10][i])
         row = np.empty(n, dtype=np.uint64)
@@ -395,13 +395,21 @@ def _inner(acc, digits, kb, ka, shift, q, qinv, s):  # type: ignore[no-untyped-d
 
 
 @njit(cache=True, inline="always")
-def _mod_down(acc_c, k, tb, qinv, crt, to_t, buf, spec, xs, y):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _shoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """x·w mod q for x < 2**32, w < q, ws = ⌊w·2**32 / q⌋ (Shoup), fully reduced."""
+    r = x * w - ((x * ws) >> _S32) * q
+    return min(r, r - q)
+
+
+@njit(cache=True, inline="always")
+def _mod_down(acc_c, k, tb, qinv, crt, to_t, from_t, buf, spec, xs, y):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """y[l] = (acc_c[l] − [acc_c]_P) · P^{-1} mod q_l for the k data limbs (slot order).
 
-    Two switch limbs: [x]_P = x_a + p_a·((x_b − x_a)·p_a^{-1} mod p_b), centred.
-    crt = (p_a^{-1} mod p_b, P, P^{-1} mod q_0, …, P^{-1} mod q_{k−1}, then for each q_l
-    the least multiple of q_l that is ≥ P/2) as uint64; buf: uint64 (3, N), spec:
-    uint64 (8, N/8) and xs: int64 (N,) scratch.
+    Two switch limbs: [x]_P = x_a + p_a·((x_b − x_a)·p_a^{-1} mod p_b), centred (exact,
+    integer-only, so the loops vectorise). crt = (p_a^{-1} mod p_b, its Shoup companion,
+    P, then per data limb l: P^{-1} mod q_l, its Shoup companion, and the least
+    multiple of q_l ≥ P/2) as uint64; to_t/from_t: slot position ↔ T-layout index;
+    buf: uint64 (3, N), spec: uint64 (8, N/8) and xs: int64 (N,) scratch.
     """
     q = tb[0]
     n = acc_c.shape[1]
@@ -409,8 +417,9 @@ def _mod_down(acc_c, k, tb, qinv, crt, to_t, buf, spec, xs, y):  # type: ignore[
     pa = k
     pb = k + 1
     for limb in (pa, pb):
-        for t in range(n):
-            flat[to_t[t]] = acc_c[limb, t]
+        row_in = acc_c[limb]
+        for i in range(n):
+            flat[i] = row_in[from_t[i]]
         intt_t(
             spec,
             buf[limb - k],
@@ -424,32 +433,39 @@ def _mod_down(acc_c, k, tb, qinv, crt, to_t, buf, spec, xs, y):  # type: ignore[
         )
     qa = q[pa]
     qb = q[pb]
-    big_p = np.int64(crt[1])
+    big_p = np.int64(crt[2])
     half_p = big_p >> np.int64(1)
     ainv = crt[0]
-    qbinv = qinv[pb]
+    ainv_s = crt[1]
+    xa_row = buf[0]
+    xb_row = buf[1]
     for x in range(n):
-        xa = buf[0, x]
-        diff = _mod(buf[1, x] + qb - _mod(xa, qb, qbinv), qb, qbinv)
-        xv = np.int64(xa) + np.int64(qa) * np.int64(_mod(diff * ainv, qb, qbinv))
+        xa = xa_row[x]  # < p_a < 2·p_b
+        xab = min(xa, xa - qb)
+        d = xb_row[x] + qb - xab
+        d = min(d, d - qb)
+        xv = np.int64(xa) + np.int64(qa) * np.int64(_shoup(d, ainv, ainv_s, qb))
         xs[x] = xv - big_p if xv > half_p else xv  # centred remainder mod P
     row = buf[2]
     for limb in range(k):
         ql = q[limb]
         qi = qinv[limb]
-        lift = np.int64(crt[2 + k + limb])  # a multiple of q_l above P/2: makes xs ≥ 0
+        pinv = crt[3 + 3 * limb]
+        pinv_s = crt[4 + 3 * limb]
+        lift = np.int64(crt[5 + 3 * limb])  # a multiple of q_l above P/2: makes xs ≥ 0
         for x in range(n):
             row[x] = _mod(np.uint64(xs[x] + lift), ql, qi)
         ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
-        pinv = crt[2 + limb]
+        acc_row = acc_c[limb]
+        y_row = y[limb]
         for t in range(n):
-            v = acc_c[limb, t] + ql - flat[to_t[t]]
-            y[limb, t] = _mod(min(v, v - ql) * pinv, ql, qi)
+            v = acc_row[t] + ql - flat[to_t[t]]
+            y_row[t] = _shoup(min(v, v - ql), pinv, pinv_s, ql)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    c0, digits, key_b, key_a, source, steps, key_index, target, tb, crt, to_t, threads, out
+    c0, digits, key_b, key_a, source, steps, key_index, target, tb, crt, to_t, from_t, threads, out
 ):
     """out[target[t]] = σ_{steps[t]}(ciphertext source[t]) under s, one task per t.
 
@@ -482,7 +498,7 @@ def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             kk = key_index[task]
             _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, qinv, s)
             for c in range(2):
-                _mod_down(acc[c], k, tb, qinv, crt, to_t, buf, spec, xs, y[c])
+                _mod_down(acc[c], k, tb, qinv, crt, to_t, from_t, buf, spec, xs, y[c])
             _finish_rotation(c0[g], y, shift, q, s, out[target[task]])
 
 

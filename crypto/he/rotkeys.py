@@ -89,7 +89,7 @@ class SwitchContext:
     ipsi_shoup: U64
     n_inv: U64  # (L,)
     n_inv_shoup: U64
-    crt: U64  # (p_a^{-1} mod p_b, P, P^{-1} mod q_i ..., ⌈P/2⌉ rounded up to a multiple of q_i ...)
+    crt: U64  # ModDown constants, in the order ``_keyswitch._mod_down`` documents
     p_mod_q: U64  # (k,) P mod q_i (the gadget factor in the keys)
     to_ntt: npt.NDArray[np.int64]  # (N,) slot position -> NTT index
     k: int  # number of data limbs
@@ -104,6 +104,11 @@ class SwitchContext:
         e = self.to_ntt
         n = self.params.poly_degree
         return np.ascontiguousarray((e % 8) * (n // 8) + e // 8)
+
+    @property
+    def from_t(self) -> npt.NDArray[np.int64]:
+        """T-layout index → slot position (the inverse of ``to_t``)."""
+        return np.ascontiguousarray(np.argsort(self.to_t))
 
     @property
     def tables(self) -> tuple[U64, ...]:
@@ -155,6 +160,9 @@ def context(params: ParameterSet) -> SwitchContext:
 
     if not params.single_ciphertext or len(params.switch_primes) != 2:
         raise ValueError(f"{params.name} has no two-prime switching modulus")
+    pa, pb = params.switch_primes
+    if not pb < pa < 2 * pb or max(params.data_primes) >= 1 << 31:
+        raise ValueError("the ModDown kernel needs p_b < p_a < 2·p_b and primes < 2**31")
     be = backend(params)
     n = params.poly_degree
     k = len(params.data_primes)
@@ -184,17 +192,13 @@ def context(params: ParameterSet) -> SwitchContext:
     shoup = (psi << np.uint64(32)) // qv.reshape(-1, 1)
     ishoup = (ipsi << np.uint64(32)) // qv.reshape(-1, 1)
     n_inv = np.array([pow(n, -1, q) for q in primes], dtype=np.uint64)
-    pa, pb = params.switch_primes
     big_p = pa * pb
-    crt = np.array(
-        [
-            pow(pa, -1, pb),
-            big_p,
-            *(pow(big_p, -1, q) for q in params.data_primes),
-            *(q * -(-(big_p // 2) // q) for q in params.data_primes),
-        ],
-        dtype=np.uint64,
-    )
+    ainv = pow(pa, -1, pb)
+    crt_values = [ainv, (ainv << 32) // pb, big_p]
+    for q in params.data_primes:
+        pinv = pow(big_p, -1, q)
+        crt_values += [pinv, (pinv << 32) // q, q * -(-(big_p // 2) // q)]
+    crt = np.array(crt_values, dtype=np.uint64)
     ctx = SwitchContext(
         params=params,
         q=qv,
@@ -501,7 +505,8 @@ def _rotate(
 ) -> None:
     digits = np.empty((c1.shape[0], ctx.k, ctx.limbs, ctx.params.poly_degree), dtype=np.uint32)
     to_t = ctx.to_t
-    ks.decompose(np.ascontiguousarray(c1), ctx.tables, to_t, digits)
+    from_t = ctx.from_t
+    ks.decompose(np.ascontiguousarray(c1), ctx.tables, to_t, from_t, digits)
     ks.rotate_hoisted(
         np.ascontiguousarray(c0),
         digits,
@@ -514,6 +519,7 @@ def _rotate(
         ctx.tables,
         ctx.crt,
         to_t,
+        from_t,
         numba.get_num_threads(),
         out,
     )
