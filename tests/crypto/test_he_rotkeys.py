@@ -136,7 +136,7 @@ def test_switching_modulus_respects_the_security_bound(params: ParameterSet) -> 
     bits = math.log2(math.prod(params.data_primes) * math.prod(params.switch_primes))
     assert bits <= 109  # HE standard, N = 4096, 128-bit security
     ctx = context(params)
-    assert ctx.limbs == 4 and int(ctx.crt[1]) == math.prod(params.switch_primes)
+    assert ctx.limbs == 4 and int(ctx.crt[2]) == math.prod(params.switch_primes)
 
 
 def test_rotation_keys_are_fresh_per_gate(keys: GateKeyBundle, other_keys: GateKeyBundle) -> None:
