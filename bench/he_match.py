@@ -6,7 +6,10 @@ row, and measures (medians over ``--repeat`` queries, in this run):
 * ``service_ms`` — what the service spends per query with a **warm** mask pool (the
   fresh encryptions of zero and masks were produced ahead of time, as the worker's idle
   time does): parse the probe bytes, score and mask (``score_masked``), serialize the
-  result; with a per-stage breakdown (``stages_ms``);
+  result; with a per-stage breakdown (``stages_ms``: ``probe_expand`` = seeds and
+  reordering, ``rotations`` = the hoisted key switches that turn ckks-v2's single
+  uploaded ciphertext into all D rotations, ``mask_material``, ``score_and_mask`` =
+  the fused multiply-accumulate and masking kernel, ``result``);
 * ``service_cold_ms`` — the same with an empty pool: the mask material is generated on
   the spot (``stages_cold_ms``); ``mask_fill_cpu_ms`` is what producing one query's
   material costs the background filler (one thread, CPU time);
@@ -19,6 +22,8 @@ row, and measures (medians over ``--repeat`` queries, in this run):
 Prints one JSON object per configuration::
 
     .venv/bin/python -m bench.he_match --n 1000 10000 100000 --d 128 512
+
+``--params ckks-v1`` measures the released v1 set (the gate uploads every rotation).
 """
 
 from __future__ import annotations
