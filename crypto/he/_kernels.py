@@ -114,35 +114,35 @@ def _stage(chunk):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     prefetcher hardly follows (each 4 KB page is a new, short stream), so it waited on
     DRAM for most lines. One plain sequential pass streams at full bandwidth instead.
     """
-    flat = chunk.reshape(-1)
-    t = np.uint32(0)
+    flat = chunk.reshape(-1).view(np.uint64)  # two residues per word: half the loads
+    t = np.uint64(0)
     for x in range(flat.size):
         t |= flat[x]
     _keep(t)  # type: ignore[call-arg]  # the typing context is supplied by numba
 
 
 @njit(cache=True, inline="always")
-def _mac4(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _mac4(acc0, acc1, gp, pair, j, shift, p_off, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """Rows j..j+3 of ``gp`` (one fold, four products per accumulator and position).
 
     ``pair`` holds each probe residue pair as one word, c0 in the low and c1 in the
     high 32 bits: one load serves both products, and ``w · (v & m32)`` and
     ``w · (v >> 32)`` compile to one 32 × 32-bit vpmuludq each (no zero-extension).
     """
-    d = gp.shape[0]
+    d, width = gp.shape
     ja = (j + shift) % d
     jb = (j + 1 + shift) % d
     jc = (j + 2 + shift) % d
     jd = (j + 3 + shift) % d
-    ga = gp[j, g_off : g_off + length]
-    gb = gp[j + 1, g_off : g_off + length]
-    gc = gp[j + 2, g_off : g_off + length]
-    gd = gp[j + 3, g_off : g_off + length]
-    pa = pair[ja, p_off : p_off + length]
-    pb = pair[jb, p_off : p_off + length]
-    pc = pair[jc, p_off : p_off + length]
-    pd = pair[jd, p_off : p_off + length]
-    for x in range(length):
+    ga = gp[j]
+    gb = gp[j + 1]
+    gc = gp[j + 2]
+    gd = gp[j + 3]
+    pa = pair[ja, p_off : p_off + width]
+    pb = pair[jb, p_off : p_off + width]
+    pc = pair[jc, p_off : p_off + width]
+    pd = pair[jd, p_off : p_off + width]
+    for x in range(width):
         wa = np.uint64(ga[x])
         wb = np.uint64(gb[x])
         wc = np.uint64(gc[x])
@@ -151,15 +151,15 @@ def _mac4(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # t
         vb = pb[x]
         vc = pc[x]
         vd = pd[x]
-        acc0[a_off + x] = (
-            _fold(acc0[a_off + x], rr)
+        acc0[x] = (
+            _fold(acc0[x], rr)
             + wa * (va & _MASK32)
             + wb * (vb & _MASK32)
             + wc * (vc & _MASK32)
             + wd * (vd & _MASK32)
         )
-        acc1[a_off + x] = (
-            _fold(acc1[a_off + x], rr)
+        acc1[x] = (
+            _fold(acc1[x], rr)
             + wa * (va >> _SHIFT)
             + wb * (vb >> _SHIFT)
             + wc * (vc >> _SHIFT)
@@ -168,34 +168,31 @@ def _mac4(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # t
 
 
 @njit(cache=True, inline="always")
-def _mac1(acc0, acc1, gp, pair, j, shift, g_off, p_off, a_off, length, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _mac1(acc0, acc1, gp, pair, j, shift, p_off, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """Row j of ``gp`` alone (the D mod 4 rows left over)."""
-    g = gp[j, g_off : g_off + length]
-    e = pair[(j + shift) % gp.shape[0], p_off : p_off + length]
-    for x in range(length):
+    d, width = gp.shape
+    g = gp[j]
+    e = pair[(j + shift) % d, p_off : p_off + width]
+    for x in range(width):
         w = np.uint64(g[x])
-        acc0[a_off + x] = _fold(acc0[a_off + x], rr) + w * (e[x] & _MASK32)
-        acc1[a_off + x] = _fold(acc1[a_off + x], rr) + w * (e[x] >> _SHIFT)
+        acc0[x] = _fold(acc0[x], rr) + w * (e[x] & _MASK32)
+        acc1[x] = _fold(acc1[x], rr) + w * (e[x] >> _SHIFT)
 
 
 @njit(cache=True, inline="always")
-def _mac(acc0, acc1, gp, pair, p_off, p_wrap, l1, shift, r32):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """acc0[x] += Σ_j gp[j, x] · c0, acc1[x] += Σ_j gp[j, x] · c1 of pair[(j + shift) % D, o + x].
+def _mac(acc0, acc1, gp, pair, p_off, shift, r32):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """acc{0,1}[x] += Σ_j gp[j, x] · c{0,1}, (c0, c1) = pair[(j + shift) % D, p_off + x].
 
-    o = p_off for x < l1 and p_wrap − l1 beyond (the window wraps to the half's start).
-    Both segments are done per group of rows, so each row is read while it is in L1.
+    ``pair`` is one half of the paired probe, extended past its end by its first
+    positions, so a rotated window is contiguous even where it wraps around.
     """
-    d, width = gp.shape
+    d = gp.shape[0]
     rr = np.uint64(np.uint32(r32))  # < 2**32: the fold multiply is 32 × 32 bits (vpmuludq)
     d4 = d - d % _GROUP
     for j in range(0, d4, _GROUP):
-        _mac4(acc0, acc1, gp, pair, j, shift, 0, p_off, 0, l1, rr)
-        if l1 < width:
-            _mac4(acc0, acc1, gp, pair, j, shift, l1, p_wrap, l1, width - l1, rr)
+        _mac4(acc0, acc1, gp, pair, j, shift, p_off, rr)
     for j in range(d4, d):
-        _mac1(acc0, acc1, gp, pair, j, shift, 0, p_off, 0, l1, rr)
-        if l1 < width:
-            _mac1(acc0, acc1, gp, pair, j, shift, l1, p_wrap, l1, width - l1, rr)
+        _mac1(acc0, acc1, gp, pair, j, shift, p_off, rr)
 
 
 @njit(cache=True, inline="always")
@@ -296,8 +293,10 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     consecutive windows overlap, so most of those reads hit L2.
 
     Three parallel passes: (1) the probe's (c0, c1) residues are paired into one uint64
-    word per position (``pairs`` (k, D, N), 4 MB), so the MAC loads each pair once and
-    multiplies both halves with 32 × 32-bit vpmuludq, without zero-extending shuffles;
+    word per position (``pairs`` (k, 2, D, S + _BLOCK), 4.7 MB: each half followed by
+    its first _BLOCK positions again), so the MAC loads each pair once, multiplies both
+    halves with 32 × 32-bit vpmuludq without zero-extending shuffles, and reads every
+    rotated window as one contiguous slice (no split where it wraps, no scalar tails);
     (2) the tasks above write their results in slot order to a scratch ``slots``
     (C, k, 3, S) (contiguous stores); (3) one task per (result ciphertext, prime) permutes
     its row into SEAL's NTT order (contiguous stores to ``out``; scattering from (2)
@@ -314,13 +313,20 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     k, blocks, n_ct, _, d, width = gallery.shape
     n = probe.shape[3]
     s = n // 2
-    pairs = np.empty((k, d, n), dtype=np.uint64)  # (c0 | c1 << 32) per probe residue
-    for row in prange(k * d):
-        pr = pairs[row // d, row % d]
-        lo = probe[row % d, 0, row // d]
-        hi = probe[row % d, 1, row // d]
-        for t in range(n):
+    # (c0 | c1 << 32) per probe residue; each half is followed by its first `width`
+    # positions again, so every rotated window of a half is one contiguous slice
+    pairs = np.empty((k, 2, d, s + width), dtype=np.uint64)
+    for row in prange(k * 2 * d):
+        p = row // (2 * d)
+        h = (row // d) % 2
+        j = row % d
+        pr = pairs[p, h, j]
+        lo = probe[j, 0, p, h * s : h * s + s]
+        hi = probe[j, 1, p, h * s : h * s + s]
+        for t in range(s):
             pr[t] = np.uint64(lo[t]) | (np.uint64(hi[t]) << _SHIFT)
+        for t in range(width):
+            pr[s + t] = pr[t]
     slots = np.empty((n_ct, k, 3, s), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
     src = np.empty((2, n), dtype=np.int64)  # NTT index → position in a flat slots[i, p]
     for t in range(s):
@@ -347,8 +353,7 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             acc[:] = 0
             _stage(gallery[p, blk, c])
             for h in range(2):
-                gch = gallery[p, blk, c, h]
-                _mac(acc[h], acc[2 + h], gch, pairs[p], h * s + s0, h * s, l1, shift, rr)
+                _mac(acc[h], acc[2 + h], gallery[p, blk, c, h], pairs[p, h], s0, shift, rr)
             res = slots[i, p]
             _finish(acc, res, 0, s0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mm)
             if l1 < width:
