@@ -328,7 +328,8 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
         for t in range(width):
             pr[s + t] = pr[t]
     slots = np.empty((n_ct, k, 3, s), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
-    src = np.empty((2, n), dtype=np.int64)  # NTT index → position in a flat slots[i, p]
+    # NTT index → position in a flat slots[i, p] (unsigned: indexing needs no wraparound)
+    src = np.empty((2, n), dtype=np.uint64)
     for t in range(s):
         src[0, to_ntt[t]] = t
         src[0, to_ntt[s + t]] = t
