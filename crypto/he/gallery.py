@@ -8,9 +8,11 @@ templates (one per slot) with D generalised Halevi–Shoup diagonals:
 diag_j[k] = w_{row k, (k+j) mod D}, so Σ_j diag_j ⊙ rot_j(u) holds score k in slot k.
 
 The encoded gallery is plain numpy (uint32 RNS residues in NTT form, stored in the fast
-path's *slot order*, see ``crypto/he/_kernels.py``), laid out (block, prime, diagonal,
-position) so each task of the multiply-accumulate streams contiguous memory. It pickles
-to worker processes; SEAL is only used while building it.
+path's *slot order*, see ``crypto/he/_kernels.py``), laid out (prime, position block,
+gallery block, half, diagonal, position) so each task of the multiply-accumulate (one
+prime × one block of positions) reads one contiguous chunk per gallery block, which the
+kernel streams into L2 in a single sequential pass before using it. It pickles to worker
+processes; SEAL is only used while building it.
 """
 
 from __future__ import annotations
