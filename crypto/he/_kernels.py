@@ -114,7 +114,7 @@ def _stage(chunk):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     reading the gallery in that order (no arithmetic) took ~3× as long as one plain
     sequential pass, and the MAC straight from DRAM cost ~2.5× its time from cache;
     software prefetching (every line, or a few per page, 4-32 KB ahead, any hint) made
-    it slower still (prefetches into L1 compete with the MAC's own misses). A sequential
+    it slower still (presumably L1 miss slots shared with the MAC's own misses). A sequential
     pass streams at full bandwidth, after which the MAC runs from L2.
     """
     flat = chunk.reshape(-1).view(np.uint64)  # two residues per word: half the loads
