@@ -132,6 +132,7 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             database_url=database_url,
             database_schema=schema,
             match_workers=args.workers,
+            extra_env={"VEILMATCH_HE_PARAMETER_SET": args.parameter_set},
         )
         rng = np.random.default_rng(args.seed)
         population = SyntheticPopulation.generate(
@@ -317,7 +318,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="HE scoring worker processes")
     parser.add_argument("--hit-rate", type=float, default=0.05)
     parser.add_argument("--inline-encrypt", action="store_true")
-    parser.add_argument("--parameter-set", default="ckks-v2")
+    parser.add_argument(
+        "--parameter-set", default="ckks-v2", help="HE parameter set of the service and its gates"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", default="var/bench-load")
     parser.add_argument(
