@@ -98,14 +98,14 @@ class SwitchContext:
     itail: U64  # (L, 7, N/8) the same for the inverse
     itail_shoup: U64
 
-    @property
+    @functools.cached_property
     def to_t(self) -> npt.NDArray[np.int64]:
         """Slot position → flat index in the kernels' transposed-tail layout."""
         e = self.to_ntt
         n = self.params.poly_degree
         return np.ascontiguousarray((e % 8) * (n // 8) + e // 8)
 
-    @property
+    @functools.cached_property
     def from_t(self) -> npt.NDArray[np.int64]:
         """T-layout index → slot position (the inverse of ``to_t``)."""
         return np.ascontiguousarray(np.argsort(self.to_t))
