@@ -43,7 +43,7 @@ from service.errors import (
     QueryExpiredError,
     RateLimitedError,
 )
-from service.gates import GateIdentity
+from service.gates import GateIdentity, load_he_bundle
 from service.matching import PendingQuery
 from service.ports import ServiceEvent
 from service.schemas import (
@@ -473,7 +473,7 @@ async def match(request: Request) -> Response:
     def admit() -> _MatchAdmission:
         with ctx.reader() as conn:
             identity = _check_gate(
-                ctx, request, conn, body, "gate.match", now, seen, with_bundle=True
+                ctx, request, conn, body, "gate.match", now, seen, with_bundle=False
             )
             meta, probe = _match_body(body, binary)
             digest = hashlib.sha256(body).hexdigest()
@@ -498,8 +498,13 @@ async def _score_and_commit(
     ctx: ServiceContext, adm: _MatchAdmission, binary: bool, now: dt.datetime
 ) -> Response:
     identity, meta = adm.identity, adm.meta
+
+    def load_bundle() -> bytes:
+        with ctx.engine.connect() as conn:
+            return load_he_bundle(conn, identity.key_id)
+
     outcome = await ctx.pool.score(
-        adm.probe, identity.he_public_bundle, ctx.settings.match_threshold
+        adm.probe, identity.key_id, load_bundle, ctx.settings.match_threshold
     )
     ctx.metrics.he_score_seconds.observe(outcome.seconds)
     query_id = str(uuid.uuid4())

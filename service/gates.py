@@ -278,7 +278,7 @@ def check_request(
         gate_id,
         key_id,
         str(key.he_key_id),
-        _he_bundle(conn, key_id) if with_bundle else b"",
+        load_he_bundle(conn, key_id) if with_bundle else b"",
         signed.nonce,
         site=str(gate.site),
         gate_status=str(gate.status),
@@ -290,9 +290,7 @@ class _BundleCache:
     """HE public bundles by signing-key id, most recently used kept (thread-safe).
 
     A gate key row's bundle never changes (rotation inserts a new row; only the status
-    of old rows is updated), so caching by row id is exact. ckks-v2 bundles are ~4 MB:
-    reading one from the database on every match would cost more than the match's own
-    writes.
+    of old rows is updated), so caching by row id is exact. ckks-v2 bundles are ~4 MB.
     """
 
     def __init__(self, size: int) -> None:
@@ -315,11 +313,14 @@ class _BundleCache:
                 self._items.popitem(last=False)
 
 
-_BUNDLES = _BundleCache(size=64)
+# Scoring workers keep the keys they use; this only serves their first use (and a
+# restarted worker's) without a database read per worker.
+_BUNDLES = _BundleCache(size=16)
 
 
-def _he_bundle(conn: Connection, key_id: str) -> bytes:
-    """The HE public bundle of gate key ``key_id`` (cached; read from ``conn`` on a miss)."""
+def load_he_bundle(conn: Connection, key_id: str) -> bytes:
+    """The HE public bundle of gate key ``key_id`` (cached; read from ``conn`` on a miss;
+    empty if there is no such key)."""
     cached = _BUNDLES.get(key_id)
     if cached is not None:
         return cached

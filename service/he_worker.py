@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EMPTY_GALLERY_DIM", "HeAdapter", "init_worker", "ready", "score"]
+__all__ = ["EMPTY_GALLERY_DIM", "BundleNeeded", "HeAdapter", "init_worker", "ready", "score"]
 
 #: Template dimension assumed for an empty watchlist (the default SFace model's 128).
 EMPTY_GALLERY_DIM = 128
 
 _STATE: dict[str, Any] = {}
-#: Parsed public key bundles by key id, with the bytes they came from. A ckks-v2 bundle
-#: is ~4 MB (rotation keys): parsing and validating it per query would cost more than a
-#: byte comparison, which keeps the cache exact (a changed bundle is parsed again).
-_BUNDLES: dict[str, tuple[bytes, Any]] = {}
-_BUNDLE_CACHE_SIZE = 16
+#: Gate keys ready for scoring (``PublicKeyBundle.for_scoring``), by reference: the id
+#: of the gate key row, whose bundle never changes. Most recently used last. A ckks-v2
+#: key is ≈ 8 MB here (rotation keys with their expanded ``a`` parts), so shipping and
+#: parsing its ≈ 4 MB bundle per query would cost more than the key switching itself.
+_KEYS: OrderedDict[str, Any] = OrderedDict()
+
+
+class BundleNeeded(Exception):  # noqa: N818 - a request, not a failure
+    """This worker has no cached key for the reference: send the bundle bytes."""
+
+    def __init__(self, key_ref: str) -> None:
+        super().__init__(key_ref)
+        self.key_ref = key_ref
 
 
 def _he() -> Any:
@@ -35,7 +44,9 @@ def _he() -> Any:
     return he
 
 
-def init_worker(templates: npt.NDArray[np.float32], parameter_set: str) -> None:
+def init_worker(
+    templates: npt.NDArray[np.float32], parameter_set: str, key_cache_size: int = 128
+) -> None:
     """Build the encoded gallery for this worker process.
 
     Also makes the kernels' OpenMP threads sleep instead of spin while they wait: the
@@ -46,6 +57,7 @@ def init_worker(templates: npt.NDArray[np.float32], parameter_set: str) -> None:
     parallel kernel loads OpenMP; an operator's own ``OMP_WAIT_POLICY`` wins.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _STATE["key_cache_size"] = key_cache_size
     he = _he()
     params = he.parameter_set(parameter_set)
     matrix = np.asarray(templates, dtype=np.float32)
@@ -77,28 +89,37 @@ def ready() -> str | None:
     return None if gallery is None else str(gallery.version)
 
 
-def score(probe: bytes, public_bundle: bytes, threshold: float) -> tuple[bytes, Any, float]:
-    """Score and mask one probe; returns (masked result bytes, mapping, seconds)."""
+def score(
+    probe: bytes, key_ref: str, bundle: bytes | None, threshold: float
+) -> tuple[bytes, Any, float]:
+    """Score and mask one probe; returns (masked result bytes, mapping, seconds).
+
+    ``key_ref`` names the gate key (its row id); ``bundle`` is its public bundle, or
+    None to use this worker's cached copy: ``BundleNeeded`` if there is none, and the
+    caller sends the bytes.
+    """
     he = _he()
     started = time.perf_counter()
-    bundle = _public_bundle(public_bundle)
+    public = _scoring_key(key_ref, bundle)
     parsed = he.Probe.from_bytes(probe)
-    masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, bundle)
+    masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, public)
     return masked.to_bytes(), mapping, time.perf_counter() - started
 
 
-def _public_bundle(data: bytes) -> Any:
-    """The parsed bundle for ``data``, from the cache when the bytes are identical."""
-    he = _he()
-    key_id = bytes(data[37:53]).hex()  # header: magic 4, version 1, params hash 32, key id 16
-    cached = _BUNDLES.get(key_id)
-    if cached is not None and cached[0] == data:
-        return cached[1]
-    bundle = he.PublicKeyBundle.from_bytes(data)
-    if len(_BUNDLES) >= _BUNDLE_CACHE_SIZE:
-        _BUNDLES.pop(next(iter(_BUNDLES)))
-    _BUNDLES[bundle.key_id] = (bytes(data), bundle)
-    return bundle
+def _scoring_key(key_ref: str, bundle: bytes | None) -> Any:
+    """The cached scoring key for ``key_ref``, parsed from ``bundle`` when given."""
+    if bundle is None:
+        cached = _KEYS.get(key_ref)
+        if cached is None:
+            raise BundleNeeded(key_ref)
+        _KEYS.move_to_end(key_ref)
+        return cached
+    public = _he().PublicKeyBundle.from_bytes(bundle).for_scoring()
+    _KEYS[key_ref] = public
+    _KEYS.move_to_end(key_ref)
+    while len(_KEYS) > int(_STATE.get("key_cache_size", 128)):
+        _KEYS.popitem(last=False)
+    return public
 
 
 class HeAdapter:

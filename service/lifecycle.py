@@ -76,7 +76,10 @@ def build_context(
         kek=kek,
         tokens=TokenIssuer(secret),
         pool=MatchPool(
-            settings.match_workers, settings.match_queue_limit, settings.he_parameter_set
+            settings.match_workers,
+            settings.match_queue_limit,
+            settings.he_parameter_set,
+            settings.match_key_cache,
         ),
         he=HeAdapter(settings.he_parameter_set),
         clock=clock,

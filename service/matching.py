@@ -67,10 +67,13 @@ def gallery_fingerprint(entry_ids: tuple[str, ...], templates: npt.NDArray[np.fl
 class MatchPool:
     """Scores probes against the current gallery in worker processes."""
 
-    def __init__(self, workers: int, queue_limit: int, parameter_set: str) -> None:
+    def __init__(
+        self, workers: int, queue_limit: int, parameter_set: str, key_cache_size: int = 128
+    ) -> None:
         self.workers = workers
         self.queue_limit = queue_limit
         self.parameter_set = parameter_set
+        self.key_cache_size = key_cache_size
         self._current: GalleryHandle | None = None
         self._lock = threading.Lock()
         self._inflight = 0
@@ -98,7 +101,7 @@ class MatchPool:
             max_workers=self.workers,
             mp_context=self._context,
             initializer=he_worker.init_worker,
-            initargs=(templates, self.parameter_set),
+            initargs=(templates, self.parameter_set, self.key_cache_size),
         )
         # Warm the workers so the first gate query does not pay for the encoding.
         try:
@@ -114,8 +117,20 @@ class MatchPool:
             old.executor.shutdown(wait=False)  # queued futures still run to completion
         return version
 
-    async def score(self, probe: bytes, public_bundle: bytes, threshold: float) -> ScoreOutcome:
-        """Score one probe; ``OverloadedError`` when ``queue_limit`` queries are in flight."""
+    async def score(
+        self,
+        probe: bytes,
+        key_ref: str,
+        load_bundle: Callable[[], bytes],
+        threshold: float,
+    ) -> ScoreOutcome:
+        """Score one probe; ``OverloadedError`` when ``queue_limit`` queries are in flight.
+
+        ``key_ref`` names the gate key (row id; its bundle never changes). Workers keep
+        the keys they have seen, so the bundle (≈ 4 MB under ckks-v2) is read with
+        ``load_bundle`` (blocking; run in a thread) and sent only when the worker that
+        took the query does not have it yet.
+        """
         with self._lock:
             handle = self._current
             if handle is None:
@@ -129,9 +144,15 @@ class MatchPool:
                 raise UnavailableError("the gallery is not built", code="gallery-not-ready")
             loop = asyncio.get_running_loop()
             try:
-                masked, mapping, seconds = await loop.run_in_executor(
-                    handle.executor, he_worker.score, probe, public_bundle, threshold
-                )
+                try:
+                    masked, mapping, seconds = await loop.run_in_executor(
+                        handle.executor, he_worker.score, probe, key_ref, None, threshold
+                    )
+                except he_worker.BundleNeeded:
+                    bundle = await loop.run_in_executor(None, load_bundle)
+                    masked, mapping, seconds = await loop.run_in_executor(
+                        handle.executor, he_worker.score, probe, key_ref, bundle, threshold
+                    )
             except BrokenProcessPool:
                 raise UnavailableError("scoring worker died", code="worker-failed") from None
         finally:

@@ -105,6 +105,15 @@ class Settings(BaseSettings):
         None, description="Key-encryption key for data at rest (service); default key_dir/kek.bin."
     )
     match_workers: int = Field(2, ge=1, le=64, description="HE scoring worker processes.")
+    match_key_cache: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description=(
+            "Gate keys each scoring worker keeps ready (ckks-v2: about 8 MB each); "
+            "size it to the number of active gates."
+        ),
+    )
     match_queue_limit: int = Field(
         32, ge=1, le=10_000, description="Match queries queued or running before 503."
     )

@@ -1,12 +1,12 @@
-"""HE public bundle caches: ckks-v2 bundles are ~4 MB, so neither the parent (database
-read per match) nor a scoring worker (parse per query) handles them per request; both
-caches must stay exact."""
+"""HE key caches: a ckks-v2 bundle is ~4 MB, so scoring workers keep the keys they have
+seen (by gate-key reference) and the parent reads a bundle only when a worker asks."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from crypto.he import GateKeyBundle, PublicKeyBundle, get_parameter_set
+from crypto.he import GateKeyBundle, encrypt_probe, get_parameter_set
 from service import he_worker
 from service.gates import _BundleCache
 
@@ -27,28 +27,36 @@ def test_parent_cache_keeps_the_most_recently_used() -> None:
     assert (cache.get("a"), cache.get("c")) == (b"A", b"C")
 
 
-def test_worker_reuses_a_parsed_bundle_only_for_identical_bytes(
+def test_worker_asks_for_the_bundle_once_then_scores_from_its_cache(
     two_gates: tuple[GateKeyBundle, GateKeyBundle],
 ) -> None:
     mine, theirs = two_gates
-    blob = mine.public().to_bytes()
-    first = he_worker._public_bundle(blob)
-    assert he_worker._public_bundle(bytes(blob)) is first  # equal bytes: cache hit
-    # Same key id and public key, other rotation keys: must be parsed again, not served
-    # from the cache (the cache is keyed by key id but checked against the bytes).
-    public = mine.public()
-    swapped = PublicKeyBundle(
-        public.params, public.key_id, public.public_key, theirs.public().galois_keys
-    ).to_bytes()
-    second = he_worker._public_bundle(swapped)
-    assert second is not first
-    assert second.galois_keys == theirs.public().galois_keys
+    he_worker.init_worker(np.eye(4, 128, dtype=np.float32), "ckks-v2", key_cache_size=1)
+    probe = encrypt_probe(mine, np.eye(1, 128)[0]).to_bytes()
+    with pytest.raises(he_worker.BundleNeeded) as needed:
+        he_worker.score(probe, "key-mine", None, 0.5)
+    assert needed.value.key_ref == "key-mine"
+    he_worker.score(probe, "key-mine", mine.public().to_bytes(), 0.5)
+    result, _, _ = he_worker.score(probe, "key-mine", None, 0.5)  # no bytes: cached
+    assert len(result) > 0
+    cached = he_worker._KEYS["key-mine"]
+    assert cached.galois_keys is None  # serialized rotation keys dropped, arrays kept
+    assert cached.rotation_keys()[0].shape[0] == len(cached.params.rotation_key_steps)
+    # Capacity 1: another gate's key evicts this one, which must then be sent again.
+    he_worker.score(
+        encrypt_probe(theirs, np.eye(1, 128)[0]).to_bytes(),
+        "key-theirs",
+        theirs.public().to_bytes(),
+        0.5,
+    )
+    with pytest.raises(he_worker.BundleNeeded):
+        he_worker.score(probe, "key-mine", None, 0.5)
 
 
 def test_worker_refuses_malformed_bundles_with_typed_errors() -> None:
     from crypto.errors import CryptoError, MalformedInputError
 
     with pytest.raises(CryptoError):  # unknown parameter hash
-        he_worker._public_bundle(b"VMPK\x01" + bytes(80))
+        he_worker._scoring_key("k", b"VMPK\x01" + bytes(80))
     with pytest.raises(MalformedInputError):
-        he_worker._public_bundle(b"")
+        he_worker._scoring_key("k", b"")
