@@ -3,8 +3,8 @@
 Everything here works on RNS *limbs*: the data primes q_0..q_{k−1} followed by the
 switch primes p_0..p_{m−1} (P = Π p), all < 2**31, stored as uint64 in the fast path's
 *slot order* (``crypto/he/_kernels.py``: a rotation by r is a cyclic shift by r inside
-each half). The transforms take and give SEAL's bit-reversed NTT order; callers gather
-and scatter with ``to_ntt``.
+each half). The transforms work in SEAL's bit-reversed NTT order with a transposed
+tail (see "transforms" below); callers gather and scatter with ``to_t``.
 
 Key switching (GHS with RNS digits, as in SEAL, Lattigo and OpenFHE), for a rotation
 σ_j of a ciphertext (c0, c1) under s:
@@ -56,19 +56,8 @@ def _mulshoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover 
 
 
 @njit(cache=True, inline="always")
-def _ct_bfly(a, i0, i1, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Cooley–Tukey butterfly on a[i0], a[i1] (Harvey's lazy form, values < 4q)."""
-    u = a[i0]
-    u = min(u, u - q2)
-    x = a[i1]
-    x = min(x, x - q2)
-    v = _mulshoup(x, w, ws, q)
-    a[i0] = u + v
-    a[i1] = u + q2 - v
-
-
-@njit(cache=True, inline="always")
 def _ct_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Cooley–Tukey butterflies, one twiddle (Harvey's lazy form: values stay < 4q)."""
     for j in range(length):
         u = lo[j]
         u = min(u, u - q2)
@@ -79,62 +68,9 @@ def _ct_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pr
         hi[j] = u + q2 - v
 
 
-@njit(cache=True)
-def ntt(a, psi, psi_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """In-place negacyclic NTT, natural order in, bit-reversed out (SEAL's order).
-
-    a: uint64 (N,) with values < q; psi[i] = ψ^{bitrev(i)}, psi_shoup[i] =
-    ⌊psi[i]·2**32 / q⌋. Lazy butterflies keep values < 4q (< 2**33); the long stages
-    are contiguous runs and the last three are written out so LLVM vectorises them.
-    """
-    n = a.shape[0]
-    q2 = q + q
-    t = n
-    m = 1
-    while t > 8:
-        t >>= 1
-        for i in range(m):
-            j1 = 2 * i * t
-            _ct_run(a[j1 : j1 + t], a[j1 + t : j1 + 2 * t], psi[m + i], psi_shoup[m + i], q, q2, t)
-        m <<= 1
-    for i in range(m):  # t = 4
-        w = psi[m + i]
-        ws = psi_shoup[m + i]
-        b = 8 * i
-        _ct_bfly(a, b, b + 4, w, ws, q, q2)
-        _ct_bfly(a, b + 1, b + 5, w, ws, q, q2)
-        _ct_bfly(a, b + 2, b + 6, w, ws, q, q2)
-        _ct_bfly(a, b + 3, b + 7, w, ws, q, q2)
-    m <<= 1
-    for i in range(m):  # t = 2
-        w = psi[m + i]
-        ws = psi_shoup[m + i]
-        b = 4 * i
-        _ct_bfly(a, b, b + 2, w, ws, q, q2)
-        _ct_bfly(a, b + 1, b + 3, w, ws, q, q2)
-    m <<= 1
-    for i in range(m):  # t = 1
-        _ct_bfly(a, 2 * i, 2 * i + 1, psi[m + i], psi_shoup[m + i], q, q2)
-    for j in range(n):
-        x = a[j]
-        x = min(x, x - q2)
-        a[j] = min(x, x - q)
-
-
-@njit(cache=True, inline="always")
-def _gs_bfly(a, i0, i1, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Gentleman–Sande butterfly (inputs < 2q, outputs < 2q)."""
-    u = a[i0]
-    v = a[i1]
-    s = u + v
-    a[i0] = min(s, s - q2)
-    x = u + q2 - v
-    x = min(x, x - q2)
-    a[i1] = _mulshoup(x, w, ws, q)
-
-
 @njit(cache=True, inline="always")
 def _gs_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Gentleman–Sande butterflies, one twiddle (inputs and outputs < 2q)."""
     for j in range(length):
         u = lo[j]
         v = hi[j]
@@ -143,60 +79,6 @@ def _gs_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pr
         x = u + q2 - v
         x = min(x, x - q2)
         hi[j] = _mulshoup(x, w, ws, q)
-
-
-@njit(cache=True)
-def intt(a, ipsi, ipsi_shoup, q, n_inv, n_inv_shoup):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """In-place inverse of ``ntt``: bit-reversed in, natural order out, values < q.
-
-    ipsi[i] = ψ^{−bitrev(i)} with Shoup companions; n_inv = N^{-1} mod q.
-    """
-    n = a.shape[0]
-    q2 = q + q
-    m = n >> 1
-    for i in range(m):  # t = 1
-        _gs_bfly(a, 2 * i, 2 * i + 1, ipsi[m + i], ipsi_shoup[m + i], q, q2)
-    m >>= 1
-    for i in range(m):  # t = 2
-        w = ipsi[m + i]
-        ws = ipsi_shoup[m + i]
-        b = 4 * i
-        _gs_bfly(a, b, b + 2, w, ws, q, q2)
-        _gs_bfly(a, b + 1, b + 3, w, ws, q, q2)
-    m >>= 1
-    for i in range(m):  # t = 4
-        w = ipsi[m + i]
-        ws = ipsi_shoup[m + i]
-        b = 8 * i
-        _gs_bfly(a, b, b + 4, w, ws, q, q2)
-        _gs_bfly(a, b + 1, b + 5, w, ws, q, q2)
-        _gs_bfly(a, b + 2, b + 6, w, ws, q, q2)
-        _gs_bfly(a, b + 3, b + 7, w, ws, q, q2)
-    t = 8
-    while m > 1:
-        m >>= 1
-        for i in range(m):
-            j1 = 2 * i * t
-            _gs_run(
-                a[j1 : j1 + t], a[j1 + t : j1 + 2 * t], ipsi[m + i], ipsi_shoup[m + i], q, q2, t
-            )
-        t <<= 1
-    for j in range(n):
-        x = a[j]
-        x = _mulshoup(x, n_inv, n_inv_shoup, q)
-        a[j] = min(x, x - q)
-
-
-# ---- transforms with a transposed tail (the hot paths) -----------------------------------
-#
-# The last three forward stages (and the first three inverse ones) pair elements inside
-# blocks of 8, where runs are too short to vectorise. The ``_t`` variants do those
-# stages on the 8 × N/8 transpose instead — SEAL index e lives at row e % 8, column
-# e // 8 ("T layout") — where every stage is 4 contiguous runs of N/8. Callers gather
-# and scatter through ``to_t`` (slot position → flat T-layout index) instead of
-# ``to_ntt``, so the transpose costs one pass per transform. ``tail`` holds, per limb,
-# the 7 twiddle rows those stages need (and their Shoup companions): ψ^{bitrev} at
-# N/8 + c; N/4 + 2c + h (h < 2); N/2 + 4c + h (h < 4).
 
 
 @njit(cache=True, inline="always")
@@ -225,9 +107,23 @@ def _gs_run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  #
         hi[j] = _mulshoup(x, w[j], ws[j], q)
 
 
+# ---- transforms -------------------------------------------------------------------------
+#
+# Negacyclic NTT of N = 2**m points, SEAL's bit-reversed output order (Longa–Naehrig
+# with Harvey's lazy butterflies and Shoup twiddles: psi[i] = ψ^{bitrev(i)}, psi_shoup[i]
+# = ⌊psi[i]·2**32 / q⌋). The last three forward stages (first three inverse ones) pair
+# elements inside blocks of 8, where runs are too short to vectorise, so they run on the
+# 8 × N/8 transpose instead — SEAL index e lives at row e % 8, column e // 8 ("T
+# layout") — where every stage is 4 contiguous runs of N/8. The hot paths gather and
+# scatter through ``to_t`` (slot position → flat T-layout index), so the transpose costs
+# one pass per transform. ``tail`` holds, per limb, the 7 twiddle rows those stages need
+# (and their Shoup companions): ψ^{bitrev} at N/8 + c; N/4 + 2c + h (h < 2); N/2 + 4c + h
+# (h < 4).
+
+
 @njit(cache=True)
 def ntt_t(a, out, psi, psi_shoup, tail, tail_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """``ntt`` of ``a`` (natural order, clobbered) into ``out`` (8, N/8) in T layout."""
+    """NTT of ``a`` (natural order, values < q, clobbered) into ``out`` (8, N/8), T layout."""
     n = a.shape[0]
     blocks = n // 8
     q2 = q + q
@@ -259,7 +155,10 @@ def ntt_t(a, out, psi, psi_shoup, tail, tail_shoup, q):  # type: ignore[no-untyp
 
 @njit(cache=True)
 def intt_t(src, a, ipsi, ipsi_shoup, itail, itail_shoup, q, n_inv, n_inv_shoup):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """``intt`` of ``src`` (8, N/8) in T layout (values < q, clobbered) into ``a`` (natural)."""
+    """Inverse of ``ntt_t``: ``src`` (8, N/8) T layout (values < q, clobbered) → ``a``.
+
+    ipsi[i] = ψ^{−bitrev(i)} with Shoup companions, itail likewise; n_inv = N^{-1} mod q.
+    """
     n = a.shape[0]
     blocks = n // 8
     q2 = q + q
@@ -285,25 +184,35 @@ def intt_t(src, a, ipsi, ipsi_shoup, itail, itail_shoup, q, n_inv, n_inv_shoup):
             )
         t <<= 1
     for j in range(n):
-        x = a[j]
-        x = _mulshoup(x, n_inv, n_inv_shoup, q)
+        x = _mulshoup(a[j], n_inv, n_inv_shoup, q)
         a[j] = min(x, x - q)
 
 
 @njit(parallel=True, cache=True)
-def ntt_rows(polys, limb_of_row, psi, psi_shoup, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """In place, row r of ``polys`` (R, N) uint64 gets the NTT of limb ``limb_of_row[r]``."""
+def ntt_rows(polys, limb_of_row, tb):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """In place, row r of ``polys`` (R, N) uint64 (natural order, < q) becomes its NTT in
+    limb ``limb_of_row[r]``, in SEAL's order. For set-up paths (keys, checks)."""
+    n = polys.shape[1]
     for r in prange(polys.shape[0]):
         p = limb_of_row[r]
-        ntt(polys[r], psi[p], psi_shoup[p], q[p])
+        spec = np.empty((8, n // 8), dtype=np.uint64)
+        ntt_t(polys[r], spec, tb[1][p], tb[2][p], tb[5][p], tb[6][p], tb[0][p])
+        for e in range(n):
+            polys[r, e] = spec[e % 8, e // 8]
 
 
 @njit(parallel=True, cache=True)
-def intt_rows(polys, limb_of_row, ipsi, ipsi_shoup, q, n_inv, n_inv_shoup):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """In place, row r of ``polys`` (R, N) uint64 gets the inverse NTT of its limb."""
+def intt_rows(polys, limb_of_row, tb):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """In place, the inverse of ``ntt_rows`` (SEAL order in, natural order out)."""
+    n = polys.shape[1]
     for r in prange(polys.shape[0]):
         p = limb_of_row[r]
-        intt(polys[r], ipsi[p], ipsi_shoup[p], q[p], n_inv[p], n_inv_shoup[p])
+        spec = np.empty((8, n // 8), dtype=np.uint64)
+        for e in range(n):
+            spec[e % 8, e // 8] = polys[r, e]
+        intt_t(
+            spec, polys[r], tb[3][p], tb[4][p], tb[7][p], tb[8][p], tb[0][p], tb[9][p], tb[10][p]
+        )
 
 
 # ---- decomposition ------------------------------------------------------------------

@@ -134,12 +134,12 @@ class SwitchContext:
     def ntt(self, polys: U64, limbs: npt.NDArray[np.int64]) -> U64:
         """NTT (SEAL order) of natural-order rows ``polys`` (R, N), row r in limb limbs[r]."""
         out = np.ascontiguousarray(polys, dtype=np.uint64).copy()
-        ks.ntt_rows(out, limbs, self.psi, self.psi_shoup, self.q)
+        ks.ntt_rows(out, limbs, self.tables)
         return out
 
     def intt(self, polys: U64, limbs: npt.NDArray[np.int64]) -> U64:
         out = np.ascontiguousarray(polys, dtype=np.uint64).copy()
-        ks.intt_rows(out, limbs, self.ipsi, self.ipsi_shoup, self.q, self.n_inv, self.n_inv_shoup)
+        ks.intt_rows(out, limbs, self.tables)
         return out
 
     def signed_to_slots(self, coeffs: npt.NDArray[np.int64]) -> U64:
@@ -246,35 +246,6 @@ def _self_check(ctx: SwitchContext, be: object) -> None:
     natural = (coeffs % ctx.q.astype(np.int64).reshape(-1, 1)).astype(np.uint64)
     if not np.array_equal(ctx.intt(ctx.ntt(natural, lim), lim), natural):
         raise LayoutError("the key-switching inverse NTT does not invert")
-    tb = ctx.tables
-    for limb in range(ctx.limbs):
-        spec = np.empty((8, n // 8), dtype=np.uint64)
-        ks.ntt_t(
-            natural[limb].copy(),
-            spec,
-            tb[1][limb],
-            tb[2][limb],
-            tb[5][limb],
-            tb[6][limb],
-            ctx.q[limb],
-        )
-        seal_like = ctx.ntt(natural[limb : limb + 1], lim[limb : limb + 1])[0]
-        if not np.array_equal(spec.reshape(n)[ctx.to_t], seal_like[ctx.to_ntt]):
-            raise LayoutError("the transposed-tail NTT differs from the plain one")
-        back = np.empty(n, dtype=np.uint64)
-        ks.intt_t(
-            spec,
-            back,
-            tb[3][limb],
-            tb[4][limb],
-            tb[7][limb],
-            tb[8][limb],
-            ctx.q[limb],
-            tb[9][limb],
-            tb[10][limb],
-        )
-        if not np.array_equal(back, natural[limb]):
-            raise LayoutError("the transposed-tail inverse NTT does not invert")
     # σ_3 (rotation by one) in coefficients: X^i -> X^{3i} mod X^N + 1.
     moved = np.zeros_like(coeffs)
     idx = (3 * np.arange(n)) % (2 * n)
