@@ -331,8 +331,6 @@ def _check_gate(
     action: str,
     now: dt.datetime,
     seen: list[GateIdentity],
-    *,
-    with_bundle: bool,
 ) -> GateIdentity:
     """Authenticate without writing, then authorise ``action`` (runs in a worker thread).
 
@@ -348,7 +346,6 @@ def _check_gate(
         body,
         request.headers,
         now=now,
-        with_bundle=with_bundle,
     )
     seen.append(identity)
     principal = Principal(identity.gate_id, "gate", kind="gate")
@@ -472,9 +469,7 @@ async def match(request: Request) -> Response:
 
     def admit() -> _MatchAdmission:
         with ctx.reader() as conn:
-            identity = _check_gate(
-                ctx, request, conn, body, "gate.match", now, seen, with_bundle=False
-            )
+            identity = _check_gate(ctx, request, conn, body, "gate.match", now, seen)
             meta, probe = _match_body(body, binary)
             digest = hashlib.sha256(body).hexdigest()
             adm = _MatchAdmission(identity, meta, probe, digest)
@@ -639,9 +634,7 @@ async def reveal(request: Request) -> Response:
     def run() -> tuple[Response | None, str, dict[str, Any] | None, bytes]:
         digest = hashlib.sha256(body).hexdigest()
         with ctx.reader() as conn:
-            identity = _check_gate(
-                ctx, request, conn, body, "gate.reveal", now, seen, with_bundle=False
-            )
+            identity = _check_gate(ctx, request, conn, body, "gate.reveal", now, seen)
             req = _parse(RevealRequest, body)
             cached = _idempotent(ctx, conn, identity.gate_id, req.request_id, "reveal", digest)
             if cached is not None:

@@ -62,7 +62,6 @@ class GateIdentity:
     gate_id: str
     key_id: str
     he_key_id: str
-    he_public_bundle: bytes
     nonce: str
     site: str = ""
     gate_status: str = "active"
@@ -210,7 +209,6 @@ def check_request(
     *,
     now: dt.datetime,
     allow_pending: bool = False,
-    with_bundle: bool = True,
 ) -> GateIdentity:
     """Authenticate a signed gate request without writing. Steps, each raising
     ``GateRefusedError``:
@@ -229,9 +227,8 @@ def check_request(
 
     The nonce is *not* spent here: the caller spends it with :func:`spend_nonce`, in
     the transaction that commits the request's work, or on its own when the work
-    fails, so a nonce is spent exactly when the request was answered. Without
-    ``with_bundle`` the (large) HE key bundle is not read and ``he_public_bundle`` is
-    empty.
+    fails, so a nonce is spent exactly when the request was answered. The (large) HE
+    key bundle is not read here: scoring asks for it by key id (:func:`load_he_bundle`).
     """
     if cert is None:
         raise GateRefusedError("a client certificate is required", code="certificate-required")
@@ -278,7 +275,6 @@ def check_request(
         gate_id,
         key_id,
         str(key.he_key_id),
-        load_he_bundle(conn, key_id) if with_bundle else b"",
         signed.nonce,
         site=str(gate.site),
         gate_status=str(gate.status),
