@@ -339,7 +339,11 @@ class RotationKeys:
         if magic != _MAGIC or version != _VERSION:
             raise MalformedInputError("not version-1 rotation keys")
         params = get_parameter_set(phash)
-        if not params.single_ciphertext or len(data) != cls.size_for(params):
+        if (
+            not params.single_ciphertext
+            or count != len(params.rotation_key_steps)
+            or len(data) != cls.size_for(params)
+        ):
             raise MalformedInputError("rotation keys length does not match their parameters")
         k = len(params.data_primes)
         lim = k + len(params.switch_primes)

@@ -106,6 +106,11 @@ def test_rotation_keys_malformed_input_raises_typed_errors(keys: GateKeyBundle) 
         RotationKeys.from_bytes(blob + b"\0")
     with pytest.raises(UnknownParameterSetError):
         RotationKeys.from_bytes(blob[:5] + bytes(32) + blob[37:])
+    for count in (0, 29, 31, 0xFFFF):  # header count must be the parameter set's
+        wrong_count = bytearray(blob)
+        struct.pack_into("<H", wrong_count, 37, count)
+        with pytest.raises(MalformedInputError):
+            RotationKeys.from_bytes(bytes(wrong_count))
     bad_step = bytearray(blob)
     struct.pack_into("<H", bad_step, 39, 3)  # the first key claims another step
     with pytest.raises(MalformedInputError, match="steps"):
