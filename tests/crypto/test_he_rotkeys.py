@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -149,3 +150,17 @@ def test_rotation_keys_are_fresh_per_gate(keys: GateKeyBundle, other_keys: GateK
     theirs = RotationKeys.from_bytes(other_keys.public().galois_keys or b"")
     assert set(mine.seeds).isdisjoint(theirs.seeds)
     assert not np.array_equal(mine.b[0], theirs.b[0])
+
+
+def test_random_corruption_only_raises_crypto_errors(keys: GateKeyBundle) -> None:
+    blob = keys.public().galois_keys
+    assert blob is not None
+    rng = np.random.default_rng(9)
+    for _ in range(200):
+        data = bytearray(blob)
+        where = rng.integers(0, 120) if rng.random() < 0.7 else rng.integers(0, len(data))
+        data[where] ^= 1 << int(rng.integers(0, 8))
+        with contextlib.suppress(CryptoError):  # a typed refusal; anything else fails
+            RotationKeys.from_bytes(bytes(data))
+    with pytest.raises(CryptoError):
+        RotationKeys.from_bytes(rng.bytes(len(blob)))
