@@ -114,7 +114,9 @@ def _scoring_key(key_ref: str, bundle: bytes | None) -> Any:
             raise BundleNeeded(key_ref)
         _KEYS.move_to_end(key_ref)
         return cached
-    public = _he().PublicKeyBundle.from_bytes(bundle).for_scoring()
+    gallery = _STATE.get("gallery")
+    dim = None if gallery is None else int(gallery.dim)
+    public = _he().PublicKeyBundle.from_bytes(bundle).for_scoring(dim)
     _KEYS[key_ref] = public
     _KEYS.move_to_end(key_ref)
     while len(_KEYS) > int(_STATE.get("key_cache_size", 128)):

@@ -172,7 +172,7 @@ def _expand_probe(
         keys_b, keys_a = public.rotation_keys()
         if clock is not None:
             clock.lap("probe_expand")
-        rotate_all(params, full[0].copy(), keys_b, keys_a, full)
+        rotate_all(params, full[0].copy(), keys_b, keys_a, full, steps=public.rotation_key_steps)
         if clock is not None:
             clock.lap("rotations")
     elif diag_count > baby:

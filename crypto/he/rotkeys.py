@@ -39,11 +39,17 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from crypto.errors import LayoutError, MalformedInputError, OversizedInputError
+from crypto.errors import CryptoError, LayoutError, MalformedInputError, OversizedInputError
 from crypto.he import _keyswitch as ks
 from crypto.he.params import ParameterSet, get_parameter_set
 
-__all__ = ["RotationKeys", "SwitchContext", "generate_rotation_keys", "rotate_all"]
+__all__ = [
+    "RotationKeys",
+    "SwitchContext",
+    "generate_rotation_keys",
+    "rotate_all",
+    "steps_needed",
+]
 
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
@@ -412,11 +418,27 @@ def generate_rotation_keys(
 # ---- service side -------------------------------------------------------------------------
 
 
-def rotate_all(params: ParameterSet, first: U32, keys_b: U32, keys_a: U32, out: U32) -> None:
+def steps_needed(params: ParameterSet, diagonals: int) -> tuple[int, ...]:
+    """The rotation-key steps ``rotate_all`` uses for ``diagonals`` rotations, in key order."""
+    baby, _ = params.rotation_steps
+    giants = (diagonals + baby - 1) // baby
+    return tuple(range(1, min(baby, diagonals))) + tuple(baby * g for g in range(1, giants))
+
+
+def rotate_all(
+    params: ParameterSet,
+    first: U32,
+    keys_b: U32,
+    keys_a: U32,
+    out: U32,
+    *,
+    steps: tuple[int, ...] | None = None,
+) -> None:
     """Fill out[1..D−1] with rotations of out[0] (= ``first``), all under the gate's key.
 
     first: (2, k, N) uint32 slot order (the uploaded ciphertext); keys_b, keys_a:
-    (K, k, L, N) uint32 slot order, in ``params.rotation_key_steps`` order; out:
+    (K, k, L, N) uint32 slot order, key i for step ``steps[i]`` (default: all of
+    ``params.rotation_key_steps``; a subset holding ``steps_needed`` is enough); out:
     (D, 2, k, N) uint32. D − 1 key switches: giant steps g·B from the upload, then baby
     steps b from each giant (each source decomposed once: hoisting).
     """
@@ -425,8 +447,10 @@ def rotate_all(params: ParameterSet, first: U32, keys_b: U32, keys_a: U32, out: 
     baby, _ = params.rotation_steps
     out[0] = first
     giants = (d + baby - 1) // baby
-    steps = params.rotation_key_steps
-    index = {step: i for i, step in enumerate(steps)}
+    index = {step: i for i, step in enumerate(steps or params.rotation_key_steps)}
+    missing = set(steps_needed(params, d)) - set(index)
+    if missing:
+        raise CryptoError(f"no rotation key for steps {sorted(missing)}")
     zero = np.zeros(1, dtype=np.int64)
     if giants > 1:
         g_steps = np.array([g * baby for g in range(1, giants)], dtype=np.int64)

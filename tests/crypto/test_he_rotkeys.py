@@ -16,7 +16,7 @@ from crypto.errors import (
 )
 from crypto.he import GateKeyBundle, ParameterSet, Probe, PublicKeyBundle, encrypt_probe
 from crypto.he._seal import backend
-from crypto.he.rotkeys import RotationKeys, context, rotate_all
+from crypto.he.rotkeys import RotationKeys, context, rotate_all, steps_needed
 from tests.crypto.conftest import unit_rows
 
 
@@ -164,3 +164,28 @@ def test_random_corruption_only_raises_crypto_errors(keys: GateKeyBundle) -> Non
             RotationKeys.from_bytes(bytes(data))
     with pytest.raises(CryptoError):
         RotationKeys.from_bytes(rng.bytes(len(blob)))
+
+
+def test_scoring_copy_keeps_only_the_keys_its_dimension_needs(
+    keys: GateKeyBundle, params: ParameterSet
+) -> None:
+    from crypto.he import Gallery, resolve, reveal, score_masked
+    from tests.crypto.conftest import unit_rows
+
+    public = keys.public()
+    compact = public.for_scoring(128)
+    assert compact.galois_keys is None
+    assert compact.rotation_key_steps == steps_needed(params, 64)
+    assert len(compact.rotation_key_steps) == 18
+    rng = np.random.default_rng(12)
+    templates = unit_rows(rng, 500, 128)
+    v = templates[42].astype(np.float64)
+    gallery = Gallery.build(templates, params)
+    probe = encrypt_probe(keys, v)
+    masked, mapping = score_masked(probe, gallery, 0.9, compact)
+    assert resolve(reveal(keys, masked), mapping) == [42]
+    # A d = 512 probe needs keys the compact copy dropped: a typed refusal, not garbage.
+    wide = Gallery.build(unit_rows(rng, 10, 512), params)
+    wide_probe = encrypt_probe(keys, unit_rows(rng, 1, 512)[0].astype(np.float64))
+    with pytest.raises(CryptoError, match="no rotation key"):
+        score_masked(wide_probe, wide, 0.9, compact)

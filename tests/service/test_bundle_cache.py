@@ -41,7 +41,9 @@ def test_worker_asks_for_the_bundle_once_then_scores_from_its_cache(
     assert len(result) > 0
     cached = he_worker._KEYS["key-mine"]
     assert cached.galois_keys is None  # serialized rotation keys dropped, arrays kept
-    assert cached.rotation_keys()[0].shape[0] == len(cached.params.rotation_key_steps)
+    # d = 128 needs steps 1..15 and 16, 32, 48: 18 of the 30 keys are kept.
+    assert cached.rotation_key_steps == (*range(1, 16), 16, 32, 48)
+    assert cached.rotation_keys()[0].shape[0] == 18
     # Capacity 1: another gate's key evicts this one, which must then be sent again.
     he_worker.score(
         encrypt_probe(theirs, np.eye(1, 128)[0]).to_bytes(),
