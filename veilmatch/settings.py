@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description=(
-            "Gate keys each scoring worker keeps ready (ckks-v2: about 8 MB each); "
+            "Gate keys each scoring worker keeps ready (ckks-v2, d = 128: about 5 MB each); "
             "size it to the number of active gates."
         ),
     )
