@@ -52,59 +52,53 @@ def _mulshoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover 
     return x32 * np.uint64(np.uint32(w)) - hi * np.uint64(np.uint32(q))
 
 
-# ---- transforms ---------------------------------------------------------------------
+# ---- butterflies ----------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _ct(u, x, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """One Cooley–Tukey butterfly (Harvey's lazy form: inputs and outputs < 4q)."""
+    u = min(u, u - q2)
+    x = min(x, x - q2)
+    v = _mulshoup(x, w, ws, q)
+    return u + v, u + q2 - v
+
+
+@njit(cache=True, inline="always")
+def _gs(u, v, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """One Gentleman–Sande butterfly (inputs and outputs < 2q)."""
+    s = u + v
+    x = u + q2 - v
+    x = min(x, x - q2)
+    return min(s, s - q2), _mulshoup(x, w, ws, q)
 
 
 @njit(cache=True, inline="always")
 def _ct_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Cooley–Tukey butterflies, one twiddle (Harvey's lazy form: values stay < 4q)."""
+    """Cooley–Tukey butterflies over two runs, one twiddle."""
     for j in range(length):
-        u = lo[j]
-        u = min(u, u - q2)
-        x = hi[j]
-        x = min(x, x - q2)
-        v = _mulshoup(x, w, ws, q)
-        lo[j] = u + v
-        hi[j] = u + q2 - v
+        lo[j], hi[j] = _ct(lo[j], hi[j], w, ws, q, q2)
 
 
 @njit(cache=True, inline="always")
 def _gs_run(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Gentleman–Sande butterflies, one twiddle (inputs and outputs < 2q)."""
+    """Gentleman–Sande butterflies over two runs, one twiddle."""
     for j in range(length):
-        u = lo[j]
-        v = hi[j]
-        s = u + v
-        lo[j] = min(s, s - q2)
-        x = u + q2 - v
-        x = min(x, x - q2)
-        hi[j] = _mulshoup(x, w, ws, q)
+        lo[j], hi[j] = _gs(lo[j], hi[j], w, ws, q, q2)
 
 
 @njit(cache=True, inline="always")
-def _run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Cooley–Tukey butterflies with a twiddle per position."""
+def _ct_run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Cooley–Tukey butterflies over two runs, a twiddle per position."""
     for j in range(length):
-        u = lo[j]
-        u = min(u, u - q2)
-        x = hi[j]
-        x = min(x, x - q2)
-        v = _mulshoup(x, w[j], ws[j], q)
-        lo[j] = u + v
-        hi[j] = u + q2 - v
+        lo[j], hi[j] = _ct(lo[j], hi[j], w[j], ws[j], q, q2)
 
 
 @njit(cache=True, inline="always")
 def _gs_run_tw(lo, hi, w, ws, q, q2, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Gentleman–Sande butterflies with a twiddle per position."""
+    """Gentleman–Sande butterflies over two runs, a twiddle per position."""
     for j in range(length):
-        u = lo[j]
-        v = hi[j]
-        s = u + v
-        lo[j] = min(s, s - q2)
-        x = u + q2 - v
-        x = min(x, x - q2)
-        hi[j] = _mulshoup(x, w[j], ws[j], q)
+        lo[j], hi[j] = _gs(lo[j], hi[j], w[j], ws[j], q, q2)
 
 
 # ---- transforms -------------------------------------------------------------------------
@@ -139,13 +133,13 @@ def ntt_t(a, out, psi, psi_shoup, tail, tail_shoup, q):  # type: ignore[no-untyp
         for c in range(blocks):
             out[r, c] = a[8 * c + r]
     for r in range(4):  # t = 4
-        _run_tw(out[r], out[r + 4], tail[0], tail_shoup[0], q, q2, blocks)
+        _ct_run_tw(out[r], out[r + 4], tail[0], tail_shoup[0], q, q2, blocks)
     for r in range(8):  # t = 2: rows (0, 2), (1, 3) use h = 0; (4, 6), (5, 7) use h = 1
         if r % 4 < 2:
             h = 1 + r // 4
-            _run_tw(out[r], out[r + 2], tail[h], tail_shoup[h], q, q2, blocks)
+            _ct_run_tw(out[r], out[r + 2], tail[h], tail_shoup[h], q, q2, blocks)
     for h in range(4):  # t = 1: rows (2h, 2h + 1)
-        _run_tw(out[2 * h], out[2 * h + 1], tail[3 + h], tail_shoup[3 + h], q, q2, blocks)
+        _ct_run_tw(out[2 * h], out[2 * h + 1], tail[3 + h], tail_shoup[3 + h], q, q2, blocks)
     for r in range(8):
         for c in range(blocks):
             x = out[r, c]
