@@ -41,7 +41,7 @@ from crypto.errors import (
     UnknownKeyError,
 )
 from crypto.he.params import ParameterSet, get_parameter_set
-from crypto.he.rotkeys import RotationKeys, generate_rotation_keys
+from crypto.he.rotkeys import RotationKeys, generate_rotation_keys, steps_needed
 
 __all__ = ["GateKeyBundle", "KeyRegistry", "PublicKeyBundle", "key_id_for"]
 
@@ -197,14 +197,9 @@ class PublicKeyBundle:
             return self
         steps, b, a = self._rotation_arrays
         if dim is not None:
-            from crypto.he.rotkeys import steps_needed
-
             diagonals, _ = self.params.probe_layout(dim)
-            keep = [
-                i
-                for i, step in enumerate(steps)
-                if step in set(steps_needed(self.params, diagonals))
-            ]
+            needed = set(steps_needed(self.params, diagonals))
+            keep = [i for i, step in enumerate(steps) if step in needed]
             steps = tuple(steps[i] for i in keep)
             b, a = b[keep], a[keep]  # copies: the full arrays can be freed
             b.setflags(write=False)

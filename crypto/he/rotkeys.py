@@ -33,6 +33,7 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
@@ -42,6 +43,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from crypto.errors import CryptoError, LayoutError, MalformedInputError, OversizedInputError
 from crypto.he import _keyswitch as ks
 from crypto.he.params import ParameterSet, get_parameter_set
+
+if TYPE_CHECKING:  # SEAL is imported lazily, only where a backend is made
+    from crypto.he._seal import Backend
 
 __all__ = [
     "RotationKeys",
@@ -236,11 +240,8 @@ def _tail(psi: U64) -> U64:
     return np.ascontiguousarray(np.stack([psi[:, r] for r in rows], axis=1))
 
 
-def _self_check(ctx: SwitchContext, be: object) -> None:
+def _self_check(ctx: SwitchContext, be: Backend) -> None:
     """Our data-limb NTT equals SEAL's; every limb's inverse inverts; rotation = shift."""
-    from crypto.he._seal import Backend
-
-    assert isinstance(be, Backend)
     n = ctx.params.poly_degree
     rng = np.random.default_rng(7)
     coeffs = rng.integers(-(1 << 20), 1 << 20, size=(1, n))
