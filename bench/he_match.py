@@ -13,6 +13,12 @@ row, and measures (medians over ``--repeat`` queries, in this run):
 * ``service_cold_ms`` — the same with an empty pool: the mask material is generated on
   the spot (``stages_cold_ms``); ``mask_fill_cpu_ms`` is what producing one query's
   material costs the background filler (one thread, CPU time);
+* ``prepared_ms`` — the same query when the service **prepared** it (ckks-v2): the gate
+  committed its next probe's seed with its previous request, and in idle time the
+  worker did the template-independent half (``prepare_ms``: the key switches and the
+  c1 rows, ``crypto.he.prepared``); what remains when the probe arrives is one product
+  per gallery residue and the c0 masking. ``ratio_prepared`` = prepared_ms / numpy_ms.
+  It saves latency, not CPU: prepare_ms + prepared_ms ≈ service_ms;
 * ``numpy_ms`` — ``gallery_f32 @ probe_f32`` over the same gallery (2 threads' BLAS);
 * ``ratio`` / ``ratio_cold`` — service_ms / numpy_ms (the issue's goal: ≤ 4 at N = 100k,
   d = 128);
@@ -51,7 +57,16 @@ def _median_ms(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    from crypto.he import Gallery, MaskedResult, Probe, encrypt_probe, resolve, reveal, score_masked
+    from crypto.he import (
+        Gallery,
+        MaskedResult,
+        Probe,
+        encrypt_probe,
+        prepare_query,
+        resolve,
+        reveal,
+        score_masked,
+    )
     from crypto.he.protocol import debug_scores
 
     rng = np.random.default_rng(n * 1000 + d)
@@ -100,10 +115,34 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
         timed_min[pool.capacity > 0] = min(times) * 1e3
         return statistics.median(times) * 1e3, ms, pool.generated_cold - cold_before
 
+    def timed_prepared() -> tuple[float, float, float]:
+        """(median online ms, min online ms, median preparation ms): the gate committed
+        the seed with its previous query and the worker prepared in idle time."""
+        online, preparing = [], []
+        for i in range(repeat + 1):
+            warm_pool.fill(count)
+            seed = rng.bytes(32)
+            t0 = time.perf_counter()
+            prepared = prepare_query(public, gallery, seed, pool=warm_pool)
+            t1 = time.perf_counter()
+            data = encrypt_probe(keys, v, seed=seed).to_bytes()  # gate side, not timed
+            t2 = time.perf_counter()
+            probe = Probe.from_bytes(data, max_size=len(data))
+            masked, _ = score_masked(probe, gallery, tau, public, prepared=prepared)
+            masked.to_bytes()
+            t3 = time.perf_counter()
+            if i:  # the first round warms caches and the JIT
+                preparing.append((t1 - t0) * 1e3)
+                online.append((t3 - t2) * 1e3)
+        return statistics.median(online), min(online), statistics.median(preparing)
+
     timed_min: dict[bool, float] = {}
     service_ms, stage_ms, warm_misses = timed(warm_pool)
     cold_ms, cold_stage_ms, cold_units = timed(cold_pool)
     assert warm_misses == 0 and cold_units == repeat * count  # each path did what it says
+    prepared_ms, prepared_min, prepare_ms = (
+        timed_prepared() if params.single_ciphertext else (0, 0, 0)
+    )
     fill = []
     for _ in range(3):
         t0 = time.process_time()
@@ -129,6 +168,11 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
         "params": params.name,
         "n": n,
         "d": d,
+        "prepared_ms": round(prepared_ms, 2),
+        "ratio_prepared": round(prepared_ms / numpy_ms, 1),
+        "prepared_min_ms": round(prepared_min, 2),
+        "ratio_prepared_of_minima": round(prepared_min / numpy_min, 1),
+        "prepare_ms": round(prepare_ms, 2),
         "service_ms": round(service_ms, 2),
         "service_cold_ms": round(cold_ms, 2),
         "numpy_ms": round(numpy_ms, 3),

@@ -70,6 +70,10 @@ class GalleryError(CryptoError):
     """Templates given to the gallery are unusable (shape, dtype, norm, emptiness)."""
 
 
+class PreparedQueryError(CryptoError):
+    """A prepared query does not fit the probe, gallery or key, or was used before."""
+
+
 class LayoutError(CryptoError):
     """SEAL's serialized layout is not the one the fast path was written for.
 

@@ -19,6 +19,7 @@ Only ``crypto.he._seal`` imports SEAL; everything here is numpy arrays and bytes
 from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, KeyRegistry, PublicKeyBundle
 from crypto.he.params import DEFAULT_PARAMETER_SET, ParameterSet, get_parameter_set
+from crypto.he.prepared import PreparedQuery, prepare_query
 from crypto.he.protocol import QueryMapping, encrypt_probe, resolve, reveal, score_masked
 from crypto.he.wire import MaskedResult, Probe
 
@@ -32,12 +33,14 @@ __all__ = [
     "KeyRegistry",
     "MaskedResult",
     "ParameterSet",
+    "PreparedQuery",
     "Probe",
     "PublicKeyBundle",
     "QueryMapping",
     "encrypt_probe",
     "get_parameter_set",
     "parameter_set",
+    "prepare_query",
     "resolve",
     "reveal",
     "score_masked",

@@ -199,70 +199,101 @@ def _mac(acc0, acc1, gp, pair, p_off, shift, r32):  # type: ignore[no-untyped-de
 
 
 @njit(cache=True, inline="always")
-def _finish(acc, res, a_off, r_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Reduce, threshold, mask and rerandomise ``length`` slot pairs (t, S + t) into ``res``.
+def _finish_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    acc, res, a_off, r_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm
+):
+    """The c0 row of ``length`` result slots: A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F'.
 
-    Accumulator x = a_off + … is slot t = t_off + x, written to ``res[:, r_off + …]``;
-    the gallery-side (pad bias) position is u_off + x (rotated). Every operand is a
-    contiguous slice indexed from 0, so this loop vectorises without gathers.
+    ``acc`` (2, ·) holds the c0 accumulators of both halves; accumulator x = a_off + … is
+    slot t = t_off + x, written to ``res[r_off + …]`` (S values: the row is conjugation
+    symmetric); the gallery-side (pad bias) position is u_off + x (rotated). Z0 = acc +
+    pad_bias − τ (``tq`` = q − τ·Δ). Every operand is a contiguous slice indexed from 0,
+    so this loop vectorises without gathers.
     """
     s = pad.shape[2] // 2
     rr = np.uint64(np.uint32(rr))  # < 2**32: the fold multiply is 32 × 32 bits
     m37 = np.uint64((1 << 37) // qq)
     t0 = t_off + a_off
     u0 = u_off + a_off
-    acc0a = acc[0, a_off : a_off + length]
-    acc0b = acc[1, a_off : a_off + length]
-    acc1a = acc[2, a_off : a_off + length]
-    acc1b = acc[3, a_off : a_off + length]
+    acc_a = acc[0, a_off : a_off + length]
+    acc_b = acc[1, a_off : a_off + length]
     pad_a = pad[c, p, u0 : u0 + length]
     pad_b = pad[c, p, s + u0 : s + u0 + length]
     amask = masks[i, 0, p, t0 : t0 + length]
     flood = masks[i, 0, p, s + t0 : s + t0 + length]
     u_a = masks[i, 1, p, t0 : t0 + length]
     u_b = masks[i, 1, p, s + t0 : s + t0 + length]
-    e2_a = masks[i, 2, p, t0 : t0 + length]
-    e2_b = masks[i, 2, p, s + t0 : s + t0 + length]
     p0a = pk[0, p, t0 : t0 + length]
     p0b = pk[0, p, s + t0 : s + t0 + length]
-    p1a = pk[1, p, t0 : t0 + length]
-    p1b = pk[1, p, s + t0 : s + t0 + length]
-    out0 = res[0, r_off : r_off + length]
-    out1 = res[1, r_off : r_off + length]
-    out2 = res[2, r_off : r_off + length]
+    out = res[r_off : r_off + length]
     for x in range(length):
-        y0a = _red37(_fold(_fold(acc0a[x], rr), rr), qq, m37)
-        y0b = _red37(_fold(_fold(acc0b[x], rr), rr), qq, m37)
-        y1a = _red37(_fold(_fold(acc1a[x], rr), rr), qq, m37)
-        y1b = _red37(_fold(_fold(acc1b[x], rr), rr), qq, m37)
-        z0a = _red4(y0a + np.uint64(pad_a[x]) + tq, qq)
-        z0b = _red4(y0b + np.uint64(pad_b[x]) + tq, qq)
-        am = np.uint64(amask[x])
-        ua = np.uint64(u_a[x])
-        ub = np.uint64(u_b[x])
+        za = _red4(_red37(_fold(_fold(acc_a[x], rr), rr), qq, m37) + np.uint64(pad_a[x]) + tq, qq)
+        zb = _red4(_red37(_fold(_fold(acc_b[x], rr), rr), qq, m37) + np.uint64(pad_b[x]) + tq, qq)
         r0 = _red(
-            _mulmod(ua, np.uint64(p0a[x]), qq, mm) + _mulmod(ub, np.uint64(p0b[x]), qq, mm),
+            _mulmod(np.uint64(u_a[x]), np.uint64(p0a[x]), qq, mm)
+            + _mulmod(np.uint64(u_b[x]), np.uint64(p0b[x]), qq, mm),
             qq,
         )
-        out0[x] = np.uint32(
-            _red4(_mulmod(am, _red(z0a + z0b, qq), qq, mm) + r0 + np.uint64(flood[x]), qq)
+        am = np.uint64(amask[x])
+        out[x] = np.uint32(
+            _red4(_mulmod(am, _red(za + zb, qq), qq, mm) + r0 + np.uint64(flood[x]), qq)
         )
-        out1[x] = np.uint32(
-            _red4(
-                _mulmod(am, y1a, qq, mm)
-                + _mulmod(ua, np.uint64(p1a[x]), qq, mm)
-                + np.uint64(e2_a[x]),
-                qq,
+
+
+@njit(cache=True, inline="always")
+def _finish_c1(acc, res, a_off, r_off, length, masks, i, t_off, pk, p, qq, rr, mm):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """The c1 rows (both halves) of ``length`` result slots: A·Z1 + u·p1 + e2.
+
+    ``acc`` (2, ·) holds the c1 accumulators of both halves, ``res`` (2, S) receives
+    them; offsets as in ``_finish_c0``.
+    """
+    s = masks.shape[3] // 2
+    rr = np.uint64(np.uint32(rr))
+    m37 = np.uint64((1 << 37) // qq)
+    t0 = t_off + a_off
+    amask = masks[i, 0, p, t0 : t0 + length]
+    for h in range(2):
+        acc_h = acc[h, a_off : a_off + length]
+        u_h = masks[i, 1, p, h * s + t0 : h * s + t0 + length]
+        e2_h = masks[i, 2, p, h * s + t0 : h * s + t0 + length]
+        p1_h = pk[1, p, h * s + t0 : h * s + t0 + length]
+        out = res[h, r_off : r_off + length]
+        for x in range(length):
+            y = _red37(_fold(_fold(acc_h[x], rr), rr), qq, m37)
+            out[x] = np.uint32(
+                _red4(
+                    _mulmod(np.uint64(amask[x]), y, qq, mm)
+                    + _mulmod(np.uint64(u_h[x]), np.uint64(p1_h[x]), qq, mm)
+                    + np.uint64(e2_h[x]),
+                    qq,
+                )
             )
-        )
-        out2[x] = np.uint32(
-            _red4(
-                _mulmod(am, y1b, qq, mm)
-                + _mulmod(ub, np.uint64(p1b[x]), qq, mm)
-                + np.uint64(e2_b[x]),
-                qq,
-            )
-        )
+
+
+@njit(cache=True, inline="always")
+def _finish(acc, res, a_off, r_off, pad, c, p, u_off, length, tq, masks, i, t_off, pk, qq, rr, mm):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Reduce, threshold, mask and rerandomise ``length`` slot pairs (t, S + t) into ``res``
+    (3, S): row 0 = c0 (``_finish_c0``), rows 1-2 = c1 by half (``_finish_c1``)."""
+    _finish_c0(
+        acc[0:2],
+        res[0],
+        a_off,
+        r_off,
+        pad,
+        c,
+        p,
+        u_off,
+        length,
+        tq,
+        masks,
+        i,
+        t_off,
+        pk,
+        qq,
+        rr,
+        mm,
+    )
+    _finish_c1(acc[2:4], res[1:3], a_off, r_off, length, masks, i, t_off, pk, p, qq, rr, mm)
 
 
 @njit(parallel=True, cache=True, nogil=True)

@@ -29,7 +29,6 @@ The gate sees A_k·(score_k − τ) + noise: its sign, and a magnitude drawn afr
 from __future__ import annotations
 
 import os
-import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,14 +42,16 @@ from crypto.errors import (
     MalformedInputError,
     ParameterMismatchError,
 )
-from crypto.he._kernels import expand_probe, mu_for, r32_for, score_and_mask
+from crypto.he._inputs import kernel_inputs, query_randomness, tau_residues
+from crypto.he._kernels import expand_probe, score_and_mask
 from crypto.he._seal import Backend, backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, PublicKeyBundle
 from crypto.he.masks import MaskPool, default_pool, generate_units
 from crypto.he.params import ParameterSet
+from crypto.he.prepared import PreparedQuery, score_prepared
 from crypto.he.rotkeys import rotate_all
-from crypto.he.wire import MaskedResult, Probe, expand_seed, seed_words
+from crypto.he.wire import SEED_BYTES, MaskedResult, Probe, expand_seed, seed_words
 
 __all__ = ["QueryMapping", "encrypt_probe", "resolve", "reveal", "score_masked"]
 
@@ -78,6 +79,7 @@ def encrypt_probe(
     template: npt.ArrayLike,
     *,
     rng: np.random.Generator | None = None,
+    seed: bytes | None = None,
 ) -> Probe:
     """Encrypt an L2-normalised template (d floats) under the gate's own key.
 
@@ -87,6 +89,11 @@ def encrypt_probe(
     clear; under single-ciphertext sets (ckks-v2) exactly one, and the service rotates
     it with the gate's rotation keys.
     ``rng`` only chooses the seeds (tests); SEAL draws the encryption noise.
+
+    ``seed`` (single-ciphertext sets only) is the seed of ``a`` the gate committed to
+    in advance so the service could prepare the query (``crypto.he.prepared``). The
+    caller must use a committed seed for one template only: two templates under one
+    ``a`` would reveal their difference to the service.
     """
     params = keys.params
     v = np.asarray(template, dtype=np.float64)
@@ -98,6 +105,8 @@ def encrypt_probe(
         diag_count, baby = params.probe_layout(v.shape[0])
     except ValueError as exc:
         raise MalformedInputError(str(exc)) from None
+    if seed is not None and (baby != 1 or len(seed) != SEED_BYTES):
+        raise MalformedInputError(f"a committed seed is {SEED_BYTES} bytes, for one ciphertext")
     be = backend(params)
     sk, s = keys.secret_residues()
     padded = np.zeros(2 * diag_count)
@@ -113,10 +122,13 @@ def encrypt_probe(
         ct = be.encrypt_symmetric(sk, plain, scale)
         # ct = (−a·s + e + m, a); re-seed: keep e + m, replace a by expand(seed).
         message = (ct[0] + ct[1] * s % q) % q
-        seed = rng.bytes(32) if rng is not None else os.urandom(32)
-        a = expand_seed(params, seed)
+        if seed is None:
+            seed_i = rng.bytes(SEED_BYTES) if rng is not None else os.urandom(SEED_BYTES)
+        else:
+            seed_i = seed
+        a = expand_seed(params, seed_i)
         c0[i] = ((message + q - a * s % q) % q).astype(np.uint32)
-        seeds.append(seed)
+        seeds.append(seed_i)
     return Probe(params=params, key_id=keys.key_id, dim=v.shape[0], seeds=tuple(seeds), c0=c0)
 
 
@@ -210,20 +222,6 @@ class _Clock:
             self.last = now
 
 
-def _query_randomness(
-    count: int, slots: int, rng: np.random.Generator | None
-) -> tuple[I64, I64, bytes]:
-    """(rotation per block, result order, query id): from ``rng`` if given, else the OS."""
-    if rng is not None:
-        rotations = rng.integers(0, slots, size=count).astype(np.int64)
-        return rotations, rng.permutation(count).astype(np.int64), rng.bytes(16)
-    raw = np.frombuffer(os.urandom(8 * count), dtype=np.uint64)
-    rotations = (raw % np.uint64(slots)).astype(np.int64)  # slots is a power of two
-    order = list(range(count))
-    random.SystemRandom().shuffle(order)
-    return rotations, np.array(order, dtype=np.int64), os.urandom(16)
-
-
 def _score_kernel(
     be: Backend,
     probe_full: npt.NDArray[np.uint32],
@@ -234,23 +232,21 @@ def _score_kernel(
     rotations: I64,
     order: I64,
 ) -> npt.NDArray[np.uint32]:
-    params = gallery.params
-    scale_bits = params.probe_scale_bits + params.template_scale_bits
-    tau = np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
     out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint32)
+    pk, rotations, position, visit, q, r32, mu = kernel_inputs(be, public, rotations, order)
     score_and_mask(
         gallery.diagonals,
         probe_full,
         gallery.pad_bias,
-        tau,
+        tau_residues(be, gallery, threshold),
         units,
-        public.public_slot_residues(),
+        pk,
         rotations,
-        np.argsort(order).astype(np.int64),  # result position of each gallery block
-        np.argsort(rotations, kind="stable").astype(np.int64),  # visit order
-        be.q,
-        r32_for(be.q),
-        mu_for(be.q),
+        position,
+        visit,
+        q,
+        r32,
+        mu,
         be.slot_to_ntt,
         out,
     )
@@ -266,6 +262,7 @@ def score_masked(
     rng: np.random.Generator | None = None,
     profile: dict[str, float] | None = None,
     pool: MaskPool | None = None,
+    prepared: PreparedQuery | None = None,
 ) -> tuple[MaskedResult, QueryMapping]:
     """Score ``probe`` against every gallery row; disclose only sign(score − threshold).
 
@@ -273,7 +270,10 @@ def score_masked(
     Returns the result for the gate and the mapping the service keeps secret.
 
     Mask material comes from ``pool`` (default: this process's ``default_pool``, filled
-    in idle time); an empty pool falls back to generating it now. An injected ``rng``
+    in idle time); an empty pool falls back to generating it now. ``prepared`` (from
+    ``prepare_query`` for this probe's key and seed and this gallery) supplies the
+    template-independent half, random choices included, and is claimed (single use):
+    ``PreparedQueryError`` if it does not fit or was used. An injected ``rng``
     (tests) makes every random choice from it and bypasses pools. ``profile``, if given,
     receives seconds spent per stage (for the benchmark).
     """
@@ -284,16 +284,21 @@ def score_masked(
     params = probe.params
     be = backend(params)
     count = gallery.ciphertexts
-    rotations, order, query_id = _query_randomness(count, params.slots, rng)
-    full = _expand_probe(be, probe, public, clock)
-    clock.lap("probe_expand")
-    if rng is not None:
-        units = generate_units(params, count, rng=rng)
+    if prepared is not None:
+        out = score_prepared(be, probe, gallery, threshold, public, prepared)
+        rotations, order, query_id = prepared.rotations, prepared.order, prepared.query_id
+        clock.lap("score_prepared")
     else:
-        units, _ = (pool or default_pool(params)).take(count)
-    clock.lap("mask_material")
-    out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
-    clock.lap("score_and_mask")
+        rotations, order, query_id = query_randomness(count, params.slots, rng)
+        full = _expand_probe(be, probe, public, clock)
+        clock.lap("probe_expand")
+        if rng is not None:
+            units = generate_units(params, count, rng=rng)
+        else:
+            units, _ = (pool or default_pool(params)).take(count)
+        clock.lap("mask_material")
+        out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
+        clock.lap("score_and_mask")
     result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
     mapping = QueryMapping(
         query_id=query_id,
