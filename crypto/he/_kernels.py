@@ -296,6 +296,24 @@ def _finish(acc, res, a_off, r_off, pad, c, p, u_off, length, tq, masks, i, t_of
     _finish_c1(acc[2:4], res[1:3], a_off, r_off, length, masks, i, t_off, pk, p, qq, rr, mm)
 
 
+@njit(cache=True, inline="always")
+def _pair_row(pairs, probe, row, width):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Row ``row`` = (p, h, j) of the paired probe: (c0 | c1 << 32) of rotation j, half h,
+    prime p, followed by its first ``width`` positions again (see ``score_and_mask``)."""
+    d = pairs.shape[2]
+    s = pairs.shape[3] - width
+    p = row // (2 * d)
+    h = (row // d) % 2
+    j = row % d
+    pr = pairs[p, h, j]
+    lo = probe[j, 0, p, h * s : h * s + s]
+    hi = probe[j, 1, p, h * s : h * s + s]
+    for t in range(s):
+        pr[t] = np.uint64(lo[t]) | (np.uint64(hi[t]) << _SHIFT)
+    for t in range(width):
+        pr[s + t] = pr[t]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     gallery, probe, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, to_ntt, out
@@ -351,16 +369,7 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     # positions again, so every rotated window of a half is one contiguous slice
     pairs = np.empty((k, 2, d, s + width), dtype=np.uint64)
     for row in prange(k * 2 * d):
-        p = row // (2 * d)
-        h = (row // d) % 2
-        j = row % d
-        pr = pairs[p, h, j]
-        lo = probe[j, 0, p, h * s : h * s + s]
-        hi = probe[j, 1, p, h * s : h * s + s]
-        for t in range(s):
-            pr[t] = np.uint64(lo[t]) | (np.uint64(hi[t]) << _SHIFT)
-        for t in range(width):
-            pr[s + t] = pr[t]
+        _pair_row(pairs, probe, row, width)
     slots = np.empty((n_ct, k, 3, s), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
     # NTT index → position in a flat slots[i, p] (unsigned: indexing needs no wraparound)
     src = np.empty((2, n), dtype=np.uint64)

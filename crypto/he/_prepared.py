@@ -1,19 +1,23 @@
 """Numba kernels of the *prepared* path (``crypto/he/prepared.py`` drives them).
 
 The fused kernel (``_kernels.score_and_mask``) multiplies every gallery residue by both
-components of the rotated probe. Under a single-ciphertext parameter set the c1 of
-every rotation, and the key-switching part y0 of every rotation's c0, depend only on
-the probe's seeded ``a`` and the gate's rotation keys, never on the template. So the
-work splits in two halves over the same gallery, with the same masking randomness:
+components of every rotation of the probe. Under a single-ciphertext parameter set,
+rotation j of the uploaded (c0, a) is (σ_j(c0) + y0_j, y1_j), where the key-switching
+outputs y0_j, y1_j depend only on the seeded ``a`` and the gate's rotation keys, never
+on the template. The MAC is linear, so the work splits in two halves over the same
+gallery, with the same masking randomness:
 
-* ``prepare_c1`` (before the probe exists, once the gate has committed its next seed):
-  the c1 rows of every masked result ciphertext, A·Z1 + u·p1 + e2;
-* ``score_c0`` (when the probe arrives): the windows z_j = σ_j(c0) + y0_j, one product
-  per gallery residue, and the c0 rows A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F'.
+* ``prepare_half`` (before the probe exists, once the gate has committed its seed):
+  the paired MAC over (y0_j | y1_j), giving the finished c1 rows A·Z1 + u·p1 + e2 of
+  every masked result ciphertext and the c0 partial sums W0 = Σ_j diag_j ⊙ y0_j;
+* ``score_c0`` (when the probe arrives): Σ_j diag_j ⊙ σ_j(c0) + W0, one product per
+  gallery residue, then the c0 rows A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F'.
+  Every σ_j(c0) is a window of one wrap-padded copy of c0 (16 KB per prime), so the
+  probe side stays in L1 and the gallery is the only stream.
 
 Together they compute exactly (bit for bit) what the fused kernel computes: every step
-is modular arithmetic and the MAC is linear. Layouts, tasks and the staging pass are
-those of ``score_and_mask``; see its docstring.
+is modular arithmetic. Layouts, tasks, the visit order and the staging pass are those
+of ``score_and_mask``; see its docstring.
 """
 
 from __future__ import annotations
@@ -21,17 +25,25 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from crypto.he._kernels import _GROUP, _finish_c0, _finish_c1, _fold, _red, _stage
+from crypto.he._kernels import (
+    _GROUP,
+    _finish_c0,
+    _finish_c1,
+    _fold,
+    _mac,
+    _pair_row,
+    _red37,
+    _stage,
+)
 
 
 @njit(cache=True, inline="always")
-def _mac_one(acc, gp, win, p_off, shift, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """acc[x] += Σ_j gp[j, x] · win[(j + shift) % D, p_off + x] (one component).
+def _mac_c0(acc, gp, c0w, p_off, shift, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """acc[x] += Σ_j gp[j, x] · σ_{(j + shift) % D}(c0)[p_off + x] for one half.
 
-    ``win`` is one half of one component of the rotated probe, (D, S + _BLOCK), each row
-    followed by its first positions again (every rotated window is one slice). Four
-    products per fold, as in ``_kernels._mac``; both operands are 32-bit, so each
-    product is one vpmuludq.
+    ``c0w`` is the half of c0 followed by its first positions again (S + _BLOCK + D),
+    so σ_i(c0)[t] = c0w[t + i] for every window. Four products per fold, as in
+    ``_kernels._mac``; both operands are 32-bit, so each product is one vpmuludq.
     """
     d, width = gp.shape
     rr = np.uint64(np.uint32(rr))
@@ -41,10 +53,14 @@ def _mac_one(acc, gp, win, p_off, shift, rr):  # type: ignore[no-untyped-def]  #
         gb = gp[j + 1]
         gc = gp[j + 2]
         gd = gp[j + 3]
-        pa = win[(j + shift) % d, p_off : p_off + width]
-        pb = win[(j + 1 + shift) % d, p_off : p_off + width]
-        pc = win[(j + 2 + shift) % d, p_off : p_off + width]
-        pd = win[(j + 3 + shift) % d, p_off : p_off + width]
+        oa = p_off + (j + shift) % d
+        ob = p_off + (j + 1 + shift) % d
+        oc = p_off + (j + 2 + shift) % d
+        od = p_off + (j + 3 + shift) % d
+        pa = c0w[oa : oa + width]
+        pb = c0w[ob : ob + width]
+        pc = c0w[oc : oc + width]
+        pd = c0w[od : od + width]
         for x in range(width):
             acc[x] = (
                 _fold(acc[x], rr)
@@ -55,9 +71,36 @@ def _mac_one(acc, gp, win, p_off, shift, rr):  # type: ignore[no-untyped-def]  #
             )
     for j in range(d4, d):
         g = gp[j]
-        e = win[(j + shift) % d, p_off : p_off + width]
+        o = p_off + (j + shift) % d
+        e = c0w[o : o + width]
         for x in range(width):
             acc[x] = _fold(acc[x], rr) + np.uint64(g[x]) * np.uint64(e[x])
+
+
+@njit(cache=True, inline="always")
+def _add_partial(acc, w0, s0, l1, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """acc[h, x] ← fold(acc[h, x]) + w0[h, slot of x] (slot s0 + x, wrapping after l1)."""
+    width = acc.shape[1]
+    rr = np.uint64(np.uint32(rr))
+    for h in range(2):
+        a = acc[h]
+        w = w0[h]
+        for x in range(l1):
+            a[x] = _fold(a[x], rr) + np.uint64(w[s0 + x])
+        for x in range(l1, width):
+            a[x] = _fold(a[x], rr) + np.uint64(w[x - l1])
+
+
+@njit(cache=True, inline="always")
+def _reduce_c0(acc, res, a_off, r_off, length, qq, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """res[h, r_off + x] = acc[h, a_off + x] mod q for both halves (the partial sums W0)."""
+    rr = np.uint64(np.uint32(rr))
+    m37 = np.uint64((1 << 37) // qq)
+    for h in range(2):
+        a = acc[h, a_off : a_off + length]
+        out = res[h, r_off : r_off + length]
+        for x in range(length):
+            out[x] = np.uint32(_red37(_fold(_fold(a[x], rr), rr), qq, m37))
 
 
 @njit(cache=True, inline="always")
@@ -68,32 +111,31 @@ def _wrap(row, s, width):  # type: ignore[no-untyped-def]  # pragma: no cover - 
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def prepare_c1(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    gallery, probe1, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out1
+def prepare_half(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    gallery, probe, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out1, w0
 ):
-    """The c1 rows of every masked result ciphertext, in SEAL's NTT order.
+    """The template-independent half of every masked result ciphertext.
 
-    probe1: uint32 (D, k, N) slot order, the c1 of every rotation of the probe;
-    ntt_to_slot: int64 (N,) NTT index → slot position; out1: uint32 (C, k, N). Other
+    probe: uint32 (D, 2, k, N) slot order, rotation j of (0, a) = (y0_j, y1_j);
+    ntt_to_slot: int64 (N,) NTT index → slot position; out1: uint32 (C, k, N), the
+    finished c1 rows in SEAL's NTT order; w0: uint32 (C, k, 2, S), the c0 partial sums
+    Σ_j diag_j ⊙ y0_j of each result position, rotated, in slot order by half. Other
     arguments as in ``_kernels.score_and_mask``.
     """
     k, blocks, n_ct, _, d, width = gallery.shape
-    n = probe1.shape[2]
+    n = probe.shape[3]
     s = n // 2
-    win = np.empty((k, 2, d, s + width), dtype=np.uint32)
+    pairs = np.empty((k, 2, d, s + width), dtype=np.uint64)
     for row in prange(k * 2 * d):
-        p = row // (2 * d)
-        h = (row // d) % 2
-        j = row % d
-        w = win[p, h, j]
-        w[:s] = probe1[j, p, h * s : h * s + s]
-        _wrap(w, s, width)
+        _pair_row(pairs, probe, row, width)
     slots = np.empty((n_ct, k, 2, s), dtype=np.uint32)
     for task in prange(k * blocks):
         p = task // blocks
         blk = task % blocks
         g0 = blk * width
-        acc = np.empty((2, width), dtype=np.uint64)
+        qq = q[p]
+        rr = r32[p]
+        acc = np.empty((4, width), dtype=np.uint64)  # (y0, y1) × (half 0, half 1)
         for v in range(n_ct):
             c = visit[v]
             i = position[c]
@@ -103,11 +145,14 @@ def prepare_c1(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             acc[:] = 0
             _stage(gallery[p, blk, c])
             for h in range(2):
-                _mac_one(acc[h], gallery[p, blk, c, h], win[p, h], s0, r % d, r32[p])
-            res = slots[i, p]
-            _finish_c1(acc, res, 0, s0, l1, masks, i, s0, pk, p, q[p], r32[p], mu[p])
+                _mac(acc[h], acc[2 + h], gallery[p, blk, c, h], pairs[p, h], s0, r % d, rr)
+            _finish_c1(acc[2:4], slots[i, p], 0, s0, l1, masks, i, s0, pk, p, qq, rr, mu[p])
+            _reduce_c0(acc[0:2], w0[i, p], 0, s0, l1, qq, rr)
             if l1 < width:
-                _finish_c1(acc, res, l1, 0, width - l1, masks, i, -l1, pk, p, q[p], r32[p], mu[p])
+                _finish_c1(
+                    acc[2:4], slots[i, p], l1, 0, width - l1, masks, i, -l1, pk, p, qq, rr, mu[p]
+                )
+                _reduce_c0(acc[0:2], w0[i, p], l1, 0, width - l1, qq, rr)
     for task in prange(n_ct * k):
         i = task // k
         p = task % k
@@ -119,38 +164,29 @@ def prepare_c1(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
 
 @njit(parallel=True, cache=True, nogil=True)
 def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    gallery, c0, y0, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out
+    gallery, c0, w0, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out
 ):
     """The c0 rows of every masked result ciphertext, in SEAL's NTT order (``out[:, 0]``).
 
-    c0: uint32 (k, N) slot order, the uploaded ciphertext's c0; y0: uint32 (D, k, N) slot
-    order, the key-switching part of each rotation's c0 (y0[0] = 0), so rotation j's c0
-    is σ_j(c0) + y0[j]; out: uint32 (C, 2, k, N), row 1 left to the caller. Other
+    c0: uint32 (k, N) slot order, the uploaded ciphertext's c0; w0: uint32 (C, k, 2, S)
+    from ``prepare_half``; out: uint32 (C, 2, k, N), row 1 left to the caller. Other
     arguments as in ``_kernels.score_and_mask``.
     """
     k, blocks, n_ct, _, d, width = gallery.shape
     n = c0.shape[1]
     s = n // 2
-    win = np.empty((k, 2, d, s + width), dtype=np.uint32)
-    for row in prange(k * 2 * d):
-        p = row // (2 * d)
-        h = (row // d) % 2
-        j = row % d
-        qq = q[p]
-        w = win[p, h, j]
-        src = c0[p, h * s : h * s + s]
-        add = y0[j, p, h * s : h * s + s]
-        for t in range(s - j):  # σ_j: position t reads t + j inside the half
-            w[t] = np.uint32(_red(np.uint64(src[t + j]) + np.uint64(add[t]), qq))
-        for t in range(s - j, s):
-            w[t] = np.uint32(_red(np.uint64(src[t + j - s]) + np.uint64(add[t]), qq))
-        _wrap(w, s, width)
+    c0w = np.empty((k, 2, s + width + d), dtype=np.uint32)
+    for p in range(k):
+        for h in range(2):
+            for t in range(s + width + d):
+                c0w[p, h, t] = c0[p, h * s + t % s]
     slots = np.empty((n_ct, k, s), dtype=np.uint32)
     for task in prange(k * blocks):
         p = task // blocks
         blk = task % blocks
         g0 = blk * width
         qq = q[p]
+        rr = r32[p]
         tq = qq - tau[p]
         acc = np.empty((2, width), dtype=np.uint64)
         for v in range(n_ct):
@@ -162,28 +198,13 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             acc[:] = 0
             _stage(gallery[p, blk, c])
             for h in range(2):
-                _mac_one(acc[h], gallery[p, blk, c, h], win[p, h], s0, r % d, r32[p])
+                _mac_c0(acc[h], gallery[p, blk, c, h], c0w[p, h], s0, r % d, rr)
+            _add_partial(acc, w0[i, p], s0, l1, rr)
             res = slots[i, p]
-            _finish_c0(acc, res, 0, s0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, r32[p], mu[p])
+            _finish_c0(acc, res, 0, s0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mu[p])
             if l1 < width:
                 _finish_c0(
-                    acc,
-                    res,
-                    l1,
-                    0,
-                    pad,
-                    c,
-                    p,
-                    g0,
-                    width - l1,
-                    tq,
-                    masks,
-                    i,
-                    -l1,
-                    pk,
-                    qq,
-                    r32[p],
-                    mu[p],
+                    acc, res, l1, 0, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mu[p]
                 )
     for task in prange(n_ct * k):
         i = task // k
@@ -194,4 +215,4 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             o[u] = row[ntt_to_slot[u] % s]  # the c0 row is conjugation symmetric
 
 
-__all__ = ["prepare_c1", "score_c0"]
+__all__ = ["prepare_half", "score_c0"]

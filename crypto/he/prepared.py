@@ -2,15 +2,16 @@
 
 A ckks-v2 probe is one seeded ciphertext (c0, a): ``a`` comes from a 32-byte seed the
 gate draws at random. Everything the service derives from ``a`` alone — the D − 1 key
-switches, the c1 rows of every masked result ciphertext, and the key-switching part
-y0_j of every rotation's c0 — does not depend on the traveller's template. So a gate
-may *commit* the seed of its next probe in advance (with its current match request),
-and the service spends its idle time on that half:
+switches, the c1 rows of every masked result ciphertext, and the gallery products of
+the key-switching parts of every rotation's c0 — does not depend on the traveller's
+template. So a gate may *commit* the seed of its next probe in advance (with its
+current match request), and the service spends its idle time on that half:
 
 * ``prepare_query(public, gallery, seed)`` → :class:`PreparedQuery` (≈ the cost of a
-  whole unprepared query: the key switches and one component of the MAC);
+  whole unprepared query: the key switches and the paired multiply-accumulate);
 * ``score_masked(probe, …, prepared=…)`` then does only the other half when the
-  probe arrives: one product per gallery residue, no key switch.
+  probe arrives: one product per gallery residue against shifts of the uploaded c0,
+  no key switch.
 
 The result is bit-identical to the unprepared path with the same random choices
 (``tests/crypto/test_he_prepared.py`` checks this), so nothing about the masking
@@ -35,7 +36,7 @@ import numpy.typing as npt
 from crypto.errors import GalleryError, ParameterMismatchError, PreparedQueryError
 from crypto.he._inputs import kernel_inputs, query_randomness, tau_residues
 from crypto.he._kernels import expand_probe
-from crypto.he._prepared import prepare_c1, score_c0
+from crypto.he._prepared import prepare_half, score_c0
 from crypto.he._seal import Backend, backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import PublicKeyBundle
@@ -53,9 +54,10 @@ I64 = npt.NDArray[np.int64]
 class PreparedQuery:
     """The template-independent half of one future query, for one (key, seed, gallery).
 
-    ``y0`` (D, k, N) and ``out1`` (C, k, N) are uint32 residues (slot order and SEAL's
-    NTT order respectively); ``units`` the mask material of each result position;
-    ``rotations``/``order``/``query_id`` the query's secret choices. ≈ 7 MB at 100k
+    ``out1`` (C, k, N) holds the finished c1 rows (SEAL's NTT order), ``w0`` (C, k, 2,
+    S) the c0 partial sums from the key-switching parts (slot order), both uint32
+    residues; ``units`` the mask material of each result position;
+    ``rotations``/``order``/``query_id`` the query's secret choices. ≈ 6.4 MB at 100k
     templates of d = 128. Single use: see :meth:`take`.
     """
 
@@ -63,7 +65,7 @@ class PreparedQuery:
     seed: bytes
     gallery_version: str
     params_hash: bytes
-    y0: U32 = field(repr=False)
+    w0: U32 = field(repr=False)
     out1: U32 = field(repr=False)
     units: U32 = field(repr=False)
     rotations: I64 = field(repr=False)
@@ -83,7 +85,7 @@ class PreparedQuery:
 
     @property
     def nbytes(self) -> int:
-        return int(self.y0.nbytes + self.out1.nbytes + self.units.nbytes)
+        return int(self.w0.nbytes + self.out1.nbytes + self.units.nbytes)
 
     def take(self, probe: Probe, gallery: Gallery) -> None:
         """Claim this preparation for ``probe``: ``PreparedQueryError`` if it does not fit
@@ -127,16 +129,15 @@ def prepare_query(
     else:
         units, _ = (pool or default_pool(params)).take(count)
     out1 = np.empty((count, be.k, be.n), dtype=np.uint32)
+    w0 = np.empty((count, be.k, 2, params.slots), dtype=np.uint32)
     inputs = kernel_inputs(be, public, rotations, order)
-    prepare_c1(
-        gallery.diagonals, np.ascontiguousarray(full[:, 1]), units, *inputs, _ntt_to_slot(be), out1
-    )
+    prepare_half(gallery.diagonals, full, units, *inputs, _ntt_to_slot(be), out1, w0)
     return PreparedQuery(
         key_id=public.key_id,
         seed=seed,
         gallery_version=gallery.version,
         params_hash=params.hash,
-        y0=np.ascontiguousarray(full[:, 0]),
+        w0=w0,
         out1=out1,
         units=units,
         rotations=rotations,
@@ -181,7 +182,7 @@ def score_prepared(
     score_c0(
         gallery.diagonals,
         c0,
-        prepared.y0,
+        prepared.w0,
         gallery.pad_bias,
         tau_residues(be, gallery, threshold),
         prepared.units,
