@@ -27,6 +27,7 @@ commitment when it encrypts). The service learns nothing about the template from
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 
@@ -54,7 +55,8 @@ I64 = npt.NDArray[np.int64]
 class PreparedQuery:
     """The template-independent half of one future query, for one (key, seed, gallery).
 
-    ``out1`` (C, k, N) holds the finished c1 rows (SEAL's NTT order), ``w0`` (C, k, 2,
+    ``polys`` (C, 2, k, N) is the masked result with its c1 rows finished and its c0
+    rows still to fill (SEAL's NTT order; the online step writes them in place), ``w0`` (C, k, 2,
     S) the c0 partial sums from the key-switching parts (slot order), both uint32
     residues; ``units`` the mask material of each result position;
     ``rotations``/``order``/``query_id`` the query's secret choices. ≈ 6.4 MB at 100k
@@ -66,7 +68,7 @@ class PreparedQuery:
     gallery_version: str
     params_hash: bytes
     w0: U32 = field(repr=False)
-    out1: U32 = field(repr=False)
+    polys: U32 = field(repr=False)
     units: U32 = field(repr=False)
     rotations: I64 = field(repr=False)
     order: I64 = field(repr=False)
@@ -85,7 +87,7 @@ class PreparedQuery:
 
     @property
     def nbytes(self) -> int:
-        return int(self.w0.nbytes + self.out1.nbytes + self.units.nbytes)
+        return int(self.w0.nbytes + self.polys.nbytes + self.units.nbytes)
 
     def take(self, probe: Probe, gallery: Gallery) -> None:
         """Claim this preparation for ``probe``: ``PreparedQueryError`` if it does not fit
@@ -128,17 +130,17 @@ def prepare_query(
         units = generate_units(params, count, rng=rng)
     else:
         units, _ = (pool or default_pool(params)).take(count)
-    out1 = np.empty((count, be.k, be.n), dtype=np.uint32)
+    polys = np.zeros((count, 2, be.k, be.n), dtype=np.uint32)
     w0 = np.empty((count, be.k, 2, params.slots), dtype=np.uint32)
     inputs = kernel_inputs(be, public, rotations, order)
-    prepare_half(gallery.diagonals, full, units, *inputs, _ntt_to_slot(be), out1, w0)
+    prepare_half(gallery.diagonals, full, units, *inputs, _ntt_to_slot(be), polys[:, 1], w0)
     return PreparedQuery(
         key_id=public.key_id,
         seed=seed,
         gallery_version=gallery.version,
         params_hash=params.hash,
         w0=w0,
-        out1=out1,
+        polys=polys,
         units=units,
         rotations=rotations,
         order=order,
@@ -177,8 +179,7 @@ def score_prepared(
         raise GalleryError("prepared under another parameter set")
     prepared.take(probe, gallery)
     c0 = np.ascontiguousarray(probe.c0[0][:, be.slot_to_ntt])
-    out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint32)
-    out[:, 1] = prepared.out1
+    out = prepared.polys  # single use: the c0 rows are written in place
     score_c0(
         gallery.diagonals,
         c0,
@@ -193,6 +194,9 @@ def score_prepared(
     return out
 
 
+@functools.lru_cache(maxsize=8)
 def _ntt_to_slot(be: Backend) -> I64:
-    """NTT index → slot position (the inverse of ``Backend.slot_to_ntt``)."""
-    return np.argsort(be.slot_to_ntt).astype(np.int64)
+    """NTT index → slot position (the inverse of ``Backend.slot_to_ntt``), per backend."""
+    order: I64 = np.argsort(be.slot_to_ntt).astype(np.int64)
+    order.setflags(write=False)
+    return order
