@@ -420,7 +420,10 @@ def _match_body(body: bytes, binary: bool) -> tuple[MatchMeta, bytes]:
         return _parse(MatchMeta, frame.meta), frame.payload
     req = _parse(MatchRequest, body)
     probe = b64decode_field(req.probe, "probe", _PROBE_MAX)
-    return MatchMeta(request_id=req.request_id, doc_pseudonym=req.doc_pseudonym), probe
+    meta = MatchMeta(
+        request_id=req.request_id, doc_pseudonym=req.doc_pseudonym, next_seed=req.next_seed
+    )
+    return meta, probe
 
 
 @dataclass

@@ -40,6 +40,12 @@ __all__ = [
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
 _REQUEST_ID = r"^[A-Za-z0-9._-]{8,64}$"
 _PSEUDONYM = r"^[0-9a-f]{64}$"
+_SEED = r"^[0-9a-f]{64}$"
+_NEXT_SEED_DOC = (
+    "seed of this gate's next probe, committed in advance so the service can prepare that "
+    "query (ckks-v2); 32 bytes as lowercase hex. The gate must encrypt at most one "
+    "template under it"
+)
 
 
 class Strict(BaseModel):
@@ -138,6 +144,7 @@ class MatchRequest(Strict):
     doc_pseudonym: str | None = Field(
         None, pattern=_PSEUDONYM, description="HMAC-SHA256 of the travel document, hex"
     )
+    next_seed: str | None = Field(None, pattern=_SEED, description=_NEXT_SEED_DOC)
 
 
 class MatchMeta(Strict):
@@ -147,6 +154,7 @@ class MatchMeta(Strict):
     doc_pseudonym: str | None = Field(
         None, pattern=_PSEUDONYM, description="HMAC-SHA256 of the travel document, hex"
     )
+    next_seed: str | None = Field(None, pattern=_SEED, description=_NEXT_SEED_DOC)
 
 
 class MatchResultMeta(BaseModel):
