@@ -27,6 +27,15 @@ the other.
 When the service is unreachable, :meth:`GateClient.check_or_queue` stores the encrypted
 probe in the gate's :class:`~gate.offline_queue.OfflineQueue`; :meth:`drain` sends the
 backlog when the link returns.
+
+Prepared queries (single-ciphertext parameter sets, ckks-v2): every match request also
+carries ``next_seed``, the 32-byte seed of ``a`` under which the gate will encrypt its
+*next* probe, so the service can do that query's template-independent half while it is
+idle. :meth:`GateClient.encrypt` keeps at most one committed seed for the current HE
+key: it takes it (clearing it before encrypting, so it never serves two templates —
+two templates under one ``a`` would reveal their difference to the service), then
+commits a fresh ``os.urandom`` seed and returns it with the probe. A key rotation
+drops the commitment. Committing early is safe: ``a`` is public in RLWE.
 """
 
 from __future__ import annotations
@@ -35,9 +44,11 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import ssl
 import struct
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -57,6 +68,7 @@ __all__ = [
     "GateCrypto",
     "MatchOutcome",
     "SealGateCrypto",
+    "SealedProbe",
     "ServiceRefusedError",
     "ServiceUnreachableError",
     "pseudonymise",
@@ -69,6 +81,8 @@ MATCH_RESPONSE_TYPE = "application/vnd.veilmatch.match-response"
 _FRAME_VERSION = 1
 _FRAME_HEAD = struct.Struct(">4sBH")
 _MAX_META = 1024
+#: Bytes of a probe seed (``crypto.he.wire.SEED_BYTES``).
+SEED_BYTES = 32
 
 
 class ServiceUnreachableError(GateError):
@@ -103,13 +117,28 @@ class GateCrypto(Protocol):
         """Serialized public key bundle sent at registration."""
         ...
 
-    def encrypt(self, template: npt.NDArray[np.float32]) -> bytes:
-        """Serialized encrypted probe for ``template`` (unit norm)."""
+    @property
+    def single_ciphertext(self) -> bool:
+        """Whether a probe is one seeded ciphertext (its seed can be committed early)."""
+        ...
+
+    def encrypt(self, template: npt.NDArray[np.float32], seed: bytes | None = None) -> bytes:
+        """Serialized encrypted probe for ``template`` (unit norm); under ``seed`` (32
+        bytes, single-ciphertext sets only) if given, else a fresh random one."""
         ...
 
     def reveal(self, masked_result: bytes) -> list[int]:
         """Positions whose decrypted value is positive (only these leave the gate)."""
         ...
+
+
+@dataclass(frozen=True)
+class SealedProbe:
+    """An encrypted probe and the seed committed for the gate's next probe (64 hex
+    digits, sent as ``next_seed`` with this probe; None under sets without seeds)."""
+
+    probe: bytes
+    next_seed: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +175,9 @@ class GateClient:
         self.he = he
         self.clock = clock
         self.signer = RequestSigner(signing_key, gate_id, _key_id(signing_key.public_bytes()))
+        # The seed committed for the next probe under the HE key it was committed for.
+        self._committed: tuple[GateCrypto, bytes] | None = None
+        self._commit_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -172,13 +204,43 @@ class GateClient:
         data: dict[str, Any] = self._send(path, body, "application/json").json()
         return data
 
+    def encrypt(self, template: npt.NDArray[np.float32]) -> SealedProbe:
+        """Encrypt ``template`` under the seed committed for it, if any, and commit the
+        seed of the next probe (single-ciphertext sets; else a plain encryption).
+
+        The committed seed is cleared before encrypting, so it can never serve a second
+        template, even if encryption fails or two threads encrypt at once.
+        """
+        he = self.he
+        with self._commit_lock:
+            committed, self._committed = self._committed, None
+        if not he.single_ciphertext:
+            return SealedProbe(he.encrypt(template))
+        seed = committed[1] if committed is not None and committed[0] is he else None
+        probe = he.encrypt(template, seed)
+        next_seed = os.urandom(SEED_BYTES)
+        with self._commit_lock:
+            if self.he is he:  # not rotated meanwhile
+                self._committed = (he, next_seed)
+        return SealedProbe(probe, next_seed.hex())
+
     def match(
-        self, probe: bytes, doc_pseudonym: str | None = None, request_id: str | None = None
+        self,
+        probe: bytes,
+        doc_pseudonym: str | None = None,
+        request_id: str | None = None,
+        next_seed: str | None = None,
     ) -> tuple[str, bytes]:
-        """Send an encrypted probe (binary wire); returns (query id, masked result bytes)."""
+        """Send an encrypted probe (binary wire); returns (query id, masked result bytes).
+
+        ``next_seed`` is the seed committed with this probe (:meth:`encrypt`); a retry
+        must send the same arguments, so that its body is the same bytes.
+        """
         meta: dict[str, Any] = {"request_id": request_id or secrets.token_hex(16)}
         if doc_pseudonym is not None:
             meta["doc_pseudonym"] = doc_pseudonym
+        if next_seed is not None:
+            meta["next_seed"] = next_seed
         body = _frame(b"VMRQ", json.dumps(meta, separators=(",", ":")).encode(), probe)
         response = self._send("/gate/v1/match", body, MATCH_REQUEST_TYPE)
         if response.headers.get("content-type", "").split(";")[0].strip() != MATCH_RESPONSE_TYPE:
@@ -216,16 +278,25 @@ class GateClient:
                 "new_key_signature": _b64(proof),
             },
         )
-        self.signing_key, self.he = signing_key, he
+        with self._commit_lock:
+            self.signing_key, self.he = signing_key, he
+            self._committed = None  # committed for the old HE key
         self.signer = RequestSigner(signing_key, self.gate_id, new_id)
         return result
 
     def send_probe(
-        self, probe: bytes, doc_pseudonym: str | None = None, request_id: str | None = None
+        self,
+        probe: bytes,
+        doc_pseudonym: str | None = None,
+        request_id: str | None = None,
+        next_seed: str | None = None,
     ) -> MatchOutcome:
-        """Match an already encrypted probe, reveal, return the outcome."""
+        """Match an already encrypted probe, reveal, return the outcome.
+
+        ``next_seed``: the seed :meth:`encrypt` committed with this probe, if any.
+        """
         request_id = request_id or secrets.token_hex(16)
-        query_id, result = self.match(probe, doc_pseudonym, request_id)
+        query_id, result = self.match(probe, doc_pseudonym, request_id, next_seed)
         positions = self.he.reveal(result)
         revealed = self._post(
             "/gate/v1/reveal",
@@ -237,18 +308,23 @@ class GateClient:
         self, template: npt.NDArray[np.float32], doc_pseudonym: str | None = None
     ) -> MatchOutcome:
         """Encrypt ``template`` and run the whole protocol."""
-        return self.send_probe(self.he.encrypt(template), doc_pseudonym)
+        sealed = self.encrypt(template)
+        return self.send_probe(sealed.probe, doc_pseudonym, next_seed=sealed.next_seed)
 
     def check_or_queue(
         self, template: npt.NDArray[np.float32], queue: Any, doc_pseudonym: str | None = None
     ) -> MatchOutcome | None:
-        """Like :meth:`check`, but keep the encrypted probe in ``queue`` if unreachable."""
-        probe = self.he.encrypt(template)
+        """Like :meth:`check`, but keep the encrypted probe in ``queue`` if unreachable.
+
+        The queued request keeps its ``next_seed``, so its replay is the same bytes (an
+        idempotent retry if the first attempt did reach the service).
+        """
+        sealed = self.encrypt(template)
         request_id = secrets.token_hex(16)
         try:
-            return self.send_probe(probe, doc_pseudonym, request_id)
+            return self.send_probe(sealed.probe, doc_pseudonym, request_id, sealed.next_seed)
         except ServiceUnreachableError:
-            queue.put(_pack(probe, doc_pseudonym, request_id))
+            queue.put(_pack(sealed.probe, doc_pseudonym, request_id, sealed.next_seed))
             return None
 
     def drain(self, queue: Any, on_outcome: Callable[[MatchOutcome], None]) -> Any:
@@ -260,9 +336,9 @@ class GateClient:
         """
 
         def send(payload: bytes) -> None:
-            probe, doc, request_id = _unpack(payload)
+            probe, doc, request_id, next_seed = _unpack(payload)
             try:
-                outcome = self.send_probe(probe, doc, request_id)
+                outcome = self.send_probe(probe, doc, request_id, next_seed)
             except ServiceRefusedError as exc:
                 if exc.code != "query-expired":
                     raise
@@ -304,13 +380,23 @@ def _unframe(magic: bytes, data: bytes) -> tuple[dict[str, Any], bytes]:
     return meta, data[start:]
 
 
-def _pack(probe: bytes, doc: str | None, request_id: str) -> bytes:
-    return json.dumps({"probe": _b64(probe), "doc": doc, "request_id": request_id}).encode()
+def _pack(probe: bytes, doc: str | None, request_id: str, next_seed: str | None = None) -> bytes:
+    data = {"probe": _b64(probe), "doc": doc, "request_id": request_id}
+    if next_seed is not None:
+        data["next_seed"] = next_seed
+    return json.dumps(data).encode()
 
 
-def _unpack(payload: bytes) -> tuple[bytes, str | None, str]:
+def _unpack(payload: bytes) -> tuple[bytes, str | None, str, str | None]:
+    """A queued request; entries queued before seeds were committed have none."""
     data = json.loads(payload)
-    return base64.b64decode(data["probe"]), data.get("doc"), str(data["request_id"])
+    next_seed = data.get("next_seed")
+    return (
+        base64.b64decode(data["probe"]),
+        data.get("doc"),
+        str(data["request_id"]),
+        None if next_seed is None else str(next_seed),
+    )
 
 
 def positions_of(values: Sequence[float]) -> list[int]:
@@ -335,11 +421,16 @@ class SealGateCrypto:
         """The public half (public key + the one Galois key)."""
         return bytes(self.keys.public().to_bytes())
 
-    def encrypt(self, template: npt.NDArray[np.float32]) -> bytes:
-        """Encrypt a unit-norm template under the gate's own key."""
+    @property
+    def single_ciphertext(self) -> bool:
+        """Whether probes are one seeded ciphertext (ckks-v2)."""
+        return bool(self.keys.params.single_ciphertext)
+
+    def encrypt(self, template: npt.NDArray[np.float32], seed: bytes | None = None) -> bytes:
+        """Encrypt a unit-norm template under the gate's own key (and ``seed``, if given)."""
         from crypto.he import encrypt_probe
 
-        return bytes(encrypt_probe(self.keys, template).to_bytes())
+        return bytes(encrypt_probe(self.keys, template, seed=seed).to_bytes())
 
     def reveal(self, masked_result: bytes) -> list[int]:
         """Positive positions of a masked result; decrypted values never leave here."""

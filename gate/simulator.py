@@ -86,11 +86,16 @@ class HeGateCrypto:
         """The serialized public key bundle sent at registration."""
         return bytes(self._public)
 
-    def encrypt(self, template: Template) -> bytes:
-        """Serialized probe for a unit-norm template."""
+    @property
+    def single_ciphertext(self) -> bool:
+        """Whether probes are one seeded ciphertext (ckks-v2)."""
+        return bool(self.keys.params.single_ciphertext)
+
+    def encrypt(self, template: Template, seed: bytes | None = None) -> bytes:
+        """Serialized probe for a unit-norm template (under ``seed``, if given)."""
         from crypto.he import encrypt_probe
 
-        return bytes(encrypt_probe(self.keys, template).to_bytes())
+        return bytes(encrypt_probe(self.keys, template, seed=seed).to_bytes())
 
     def reveal(self, masked_result: bytes) -> list[int]:
         """Positive positions of a masked result (values never leave this object)."""
@@ -399,9 +404,11 @@ class Simulation:
             started = time.perf_counter()
             encrypt_s = 0.0
             try:
-                probe = lane.client.he.encrypt(traveller.template)
+                sealed = lane.client.encrypt(traveller.template)
                 encrypt_s = time.perf_counter() - started
-                outcome: MatchOutcome = lane.client.send_probe(probe, doc)
+                outcome: MatchOutcome = lane.client.send_probe(
+                    sealed.probe, doc, next_seed=sealed.next_seed
+                )
                 record = Record(
                     lane.client.gate_id,
                     lane.site,

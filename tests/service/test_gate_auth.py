@@ -32,7 +32,9 @@ class PublicOnly:
     def public_bundle(self) -> bytes:
         return _public_bundle()
 
-    def encrypt(self, template):  # pragma: no cover - not used here
+    single_ciphertext = True
+
+    def encrypt(self, template, seed=None):  # pragma: no cover - not used here
         raise NotImplementedError
 
     def reveal(self, masked_result):  # pragma: no cover - not used here
