@@ -505,6 +505,9 @@ async def _score_and_commit(
         adm.probe, identity.key_id, load_bundle, ctx.settings.match_threshold
     )
     ctx.metrics.he_score_seconds.observe(outcome.seconds)
+    single_ciphertext = ctx.he.single_ciphertext
+    if single_ciphertext:
+        ctx.metrics.prepared.labels("used" if outcome.prepared else "missed").inc()
     query_id = str(uuid.uuid4())
     # The gate's reveal window starts when the result exists, not when the request came.
     expires = ctx.now() + dt.timedelta(seconds=ctx.settings.pending_query_ttl_s)
@@ -593,6 +596,10 @@ async def _score_and_commit(
     except BaseException:
         ctx.pending.discard(query_id)
         raise
+    if meta.next_seed is not None and single_ciphertext:
+        # The gate committed the seed of its next probe: an idle worker can do that
+        # query's template-independent half now (skipped when the pool is busy).
+        ctx.pool.prepare_soon(identity.key_id, load_bundle, bytes.fromhex(meta.next_seed))
     return Response(payload, media_type=media_type)
 
 

@@ -4,6 +4,12 @@ A worker builds the encoded gallery once, in :func:`init_worker`, and then score
 probe per call. Only bytes cross the process boundary in; the masked result (bytes)
 and the per-query mapping (a crypto object, pickled over the pool's pipe, never
 stored) come back.
+
+Under single-ciphertext parameter sets (ckks-v2) a worker also *prepares* queries in
+idle time (:func:`prepare`): the template-independent half of the query whose probe a
+gate will encrypt under the seed it committed in advance (``crypto.he.prepared``). The
+preparation stays in this process, keyed by the gate key, until that key's next probe
+is scored here (:func:`score` uses it if it fits, once) or it is evicted.
 """
 
 from __future__ import annotations
@@ -17,7 +23,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EMPTY_GALLERY_DIM", "BundleNeeded", "HeAdapter", "init_worker", "ready", "score"]
+__all__ = [
+    "EMPTY_GALLERY_DIM",
+    "BundleNeeded",
+    "HeAdapter",
+    "init_worker",
+    "prepare",
+    "ready",
+    "score",
+]
 
 #: Template dimension assumed for an empty watchlist (the default SFace model's 128).
 EMPTY_GALLERY_DIM = 128
@@ -28,6 +42,11 @@ _STATE: dict[str, Any] = {}
 #: key is ≈ 8 MB here (rotation keys with their expanded ``a`` parts), so shipping and
 #: parsing its ≈ 4 MB bundle per query would cost more than the key switching itself.
 _KEYS: OrderedDict[str, Any] = OrderedDict()
+#: Prepared queries (``crypto.he.PreparedQuery``), at most one per gate key reference,
+#: most recently prepared last. Each holds its query's secret masking choices and is
+#: used at most once; ≈ 7 MB at 100k templates of d = 128 (proportional to the
+#: watchlist size), hence the small default capacity (``match_prepared_cache``).
+_PREPARED: OrderedDict[str, Any] = OrderedDict()
 
 
 class BundleNeeded(Exception):  # noqa: N818 - a request, not a failure
@@ -45,9 +64,14 @@ def _he() -> Any:
 
 
 def init_worker(
-    templates: npt.NDArray[np.float32], parameter_set: str, key_cache_size: int = 128
+    templates: npt.NDArray[np.float32],
+    parameter_set: str,
+    key_cache_size: int = 128,
+    prepared_cache_size: int = 16,
 ) -> None:
     """Build the encoded gallery for this worker process.
+
+    ``prepared_cache_size`` bounds the prepared queries kept (0: never prepare).
 
     Also makes the kernels' OpenMP threads sleep instead of spin while they wait: the
     service runs ``match_workers`` processes, each with one numba thread per core, so
@@ -58,6 +82,8 @@ def init_worker(
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _STATE["key_cache_size"] = key_cache_size
+    _STATE["prepared_cache_size"] = prepared_cache_size
+    _PREPARED.clear()
     he = _he()
     params = he.parameter_set(parameter_set)
     matrix = np.asarray(templates, dtype=np.float32)
@@ -67,20 +93,32 @@ def init_worker(
         matrix = np.zeros((0, EMPTY_GALLERY_DIM), dtype=np.float32)
     _STATE["params"] = params
     _STATE["gallery"] = he.Gallery.build(matrix, params)
-    _warm_up(params, matrix.shape[1])
+    _warm_up(params, matrix.shape[1], prepare=_prepares(params))
 
 
-def _warm_up(params: Any, dim: int) -> None:
+def _prepares(params: Any) -> bool:
+    return bool(params.single_ciphertext) and int(_STATE.get("prepared_cache_size", 0)) > 0
+
+
+def _warm_up(params: Any, dim: int, prepare: bool = False) -> None:
     """Score one throwaway probe so numba compiles (or loads from its on-disk cache) the
     scoring kernels before this worker reports ready: otherwise the first traveller
-    after a start or a watchlist change waits seconds for the JIT. The throwaway key,
-    gallery and result are discarded; nothing of them leaves the process."""
+    after a start or a watchlist change waits seconds for the JIT. With ``prepare``,
+    also one prepared query and its prepared scoring (their own kernels, ≈ 10 s to
+    compile). The throwaway key, gallery and results are discarded; nothing of them
+    leaves the process."""
     he = _he()
     keys = he.GateKeyBundle.generate(params)
     unit = np.zeros((1, dim), dtype=np.float32)
     unit[0, 0] = 1.0
-    probe = he.encrypt_probe(keys, unit[0])
-    he.score_masked(probe, he.Gallery.build(unit, params), 0.5, keys.public())
+    gallery = he.Gallery.build(unit, params)
+    public = keys.public()
+    he.score_masked(he.encrypt_probe(keys, unit[0]), gallery, 0.5, public)
+    if prepare:
+        seed = os.urandom(32)
+        prepared = he.prepare_query(public, gallery, seed)
+        probe = he.encrypt_probe(keys, unit[0], seed=seed)
+        he.score_masked(probe, gallery, 0.5, public, prepared=prepared)
 
 
 def ready() -> str | None:
@@ -91,19 +129,48 @@ def ready() -> str | None:
 
 def score(
     probe: bytes, key_ref: str, bundle: bytes | None, threshold: float
-) -> tuple[bytes, Any, float]:
-    """Score and mask one probe; returns (masked result bytes, mapping, seconds).
+) -> tuple[bytes, Any, float, bool]:
+    """Score and mask one probe; returns (masked result bytes, mapping, seconds, whether
+    a prepared query was used).
 
     ``key_ref`` names the gate key (its row id); ``bundle`` is its public bundle, or
     None to use this worker's cached copy: ``BundleNeeded`` if there is none, and the
-    caller sends the bytes.
+    caller sends the bytes. This key's preparation, if this worker holds one, is
+    consumed: used when it was made for this probe's key, seed and this gallery, else
+    dropped (the gate sent another probe than the one it committed to, e.g. one
+    encrypted before, from its offline queue: the preparation is only wasted work).
     """
     he = _he()
     started = time.perf_counter()
     public = _scoring_key(key_ref, bundle)
     parsed = he.Probe.from_bytes(probe)
-    masked, mapping = he.score_masked(parsed, _STATE["gallery"], threshold, public)
-    return masked.to_bytes(), mapping, time.perf_counter() - started
+    gallery = _STATE["gallery"]
+    prepared = _PREPARED.pop(key_ref, None)
+    if prepared is not None and not prepared.fits(parsed, gallery):
+        prepared = None
+    masked, mapping = he.score_masked(parsed, gallery, threshold, public, prepared=prepared)
+    return masked.to_bytes(), mapping, time.perf_counter() - started, prepared is not None
+
+
+def prepare(key_ref: str, bundle: bytes | None, seed: bytes) -> float:
+    """Prepare the query of ``key_ref``'s next probe, to be encrypted under ``seed``;
+    returns the seconds spent.
+
+    The bundle protocol is :func:`score`'s (``BundleNeeded``). The preparation replaces
+    this key's older one and evicts the least recently prepared beyond the capacity;
+    with capacity 0 nothing is done.
+    """
+    started = time.perf_counter()
+    capacity = int(_STATE.get("prepared_cache_size", 0))
+    if capacity <= 0:
+        return 0.0
+    public = _scoring_key(key_ref, bundle)
+    prepared = _he().prepare_query(public, _STATE["gallery"], seed)
+    _PREPARED.pop(key_ref, None)
+    _PREPARED[key_ref] = prepared
+    while len(_PREPARED) > capacity:
+        _PREPARED.popitem(last=False)
+    return time.perf_counter() - started
 
 
 def _scoring_key(key_ref: str, bundle: bytes | None) -> Any:
@@ -139,6 +206,11 @@ class HeAdapter:
         if parsed.params.name != self.parameter_set:
             raise ParameterMismatchError("key bundle uses another HE parameter set")
         return str(parsed.key_id)
+
+    @property
+    def single_ciphertext(self) -> bool:
+        """Whether the active set's probes are one seeded ciphertext (can be prepared)."""
+        return bool(_he().parameter_set(self.parameter_set).single_ciphertext)
 
     def resolve(self, positions: Sequence[int], mapping: Any) -> list[int]:
         """Row indices for revealed positions."""

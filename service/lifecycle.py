@@ -80,6 +80,8 @@ def build_context(
             settings.match_queue_limit,
             settings.he_parameter_set,
             settings.match_key_cache,
+            settings.match_prepared_cache,
+            settings.match_prepare,
         ),
         he=HeAdapter(settings.he_parameter_set),
         clock=clock,

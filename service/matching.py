@@ -1,12 +1,19 @@
 """Matching orchestration: worker processes holding the encoded gallery, a bounded
 queue, and the in-memory store of pending queries' secret mappings.
 
-Scoring never runs on the event loop: :class:`MatchPool` submits each query to a
-process pool whose workers each built the encoded gallery once (in
-:mod:`service.he_worker`). A query beyond ``queue_limit`` in flight is refused with
-:class:`OverloadedError` (HTTP 503 + Retry-After). A gallery rebuild starts a new pool
-and retires the old one after its in-flight queries finish, so a query always uses the
-gallery version it was admitted under.
+Scoring never runs on the event loop: :class:`MatchPool` submits each query to one of
+``workers`` single-process executors, each of whose processes built the encoded
+gallery once (in :mod:`service.he_worker`). A query beyond ``queue_limit`` in flight is
+refused with :class:`OverloadedError` (HTTP 503 + Retry-After). A gallery rebuild
+starts new workers and retires the old ones after their in-flight queries finish, so a
+query always uses the gallery version it was admitted under.
+
+Prepared queries (single-ciphertext parameter sets): a gate commits the seed of its
+next probe with each match, and :meth:`MatchPool.prepare_soon` has an idle worker do
+the template-independent half of that future query. The preparation lives in that
+worker's memory, so the pool tracks jobs in flight per worker and remembers which
+worker prepared for which gate key: the key's next query goes there if that worker
+is idle, else to the least-loaded worker (the normal path: correct, only slower).
 
 The per-query mapping (which masked position is which watchlist row) is the service's
 secret. It lives only in :class:`PendingStore`, in this process's memory, until the
@@ -18,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import multiprocessing
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,6 +42,8 @@ from service import he_worker
 from service.errors import OverloadedError, QueryExpiredError, UnavailableError
 
 __all__ = ["GalleryHandle", "MatchPool", "PendingQuery", "PendingStore", "ScoreOutcome"]
+
+log = logging.getLogger("veilmatch.matching")
 
 
 @dataclass(frozen=True)
@@ -44,15 +55,36 @@ class ScoreOutcome:
     entry_ids: tuple[str, ...]
     gallery_version: str
     seconds: float
+    prepared: bool = False
 
 
 @dataclass
 class GalleryHandle:
-    """One encoded gallery version and the pool whose workers hold it."""
+    """One encoded gallery version and the workers holding it (one executor of one
+    process each), with their jobs in flight and where each gate key's next query
+    was prepared. Mutable fields change under :class:`MatchPool`'s lock."""
 
     version: str
     entry_ids: tuple[str, ...]
-    executor: Executor | None
+    executors: tuple[Executor, ...]
+    load: list[int] = field(default_factory=list)
+    prepared_at: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    preparing: set[Future[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not self.load:
+            self.load = [0] * len(self.executors)
+
+    def least_loaded(self) -> int:
+        """The worker with the fewest jobs in flight (the first such)."""
+        return min(range(len(self.load)), key=self.load.__getitem__)
+
+    def retire(self, wait: bool) -> None:
+        """Stop these workers after their running jobs; queued preparations are dropped."""
+        for future in list(self.preparing):
+            future.cancel()
+        for executor in self.executors:
+            executor.shutdown(wait=wait, cancel_futures=not wait)
 
 
 def gallery_fingerprint(entry_ids: tuple[str, ...], templates: npt.NDArray[np.float32]) -> str:
@@ -65,19 +97,31 @@ def gallery_fingerprint(entry_ids: tuple[str, ...], templates: npt.NDArray[np.fl
 
 
 class MatchPool:
-    """Scores probes against the current gallery in worker processes."""
+    """Scores probes against the current gallery in worker processes.
+
+    ``prepared_cache_size`` is the number of prepared queries each worker keeps
+    (``match_prepared_cache``); ``prepare`` False or a size of 0 turns preparation off.
+    """
 
     def __init__(
-        self, workers: int, queue_limit: int, parameter_set: str, key_cache_size: int = 128
+        self,
+        workers: int,
+        queue_limit: int,
+        parameter_set: str,
+        key_cache_size: int = 128,
+        prepared_cache_size: int = 16,
+        prepare: bool = True,
     ) -> None:
         self.workers = workers
         self.queue_limit = queue_limit
         self.parameter_set = parameter_set
         self.key_cache_size = key_cache_size
+        self.prepared_cache_size = prepared_cache_size if prepare else 0
         self._current: GalleryHandle | None = None
         self._lock = threading.Lock()
         self._inflight = 0
         self._context = multiprocessing.get_context("spawn")
+        self._tasks: set[asyncio.Task[None]] = set()
         self.on_depth: Callable[[int], None] = lambda _depth: None
 
     @property
@@ -87,8 +131,13 @@ class MatchPool:
 
     @property
     def depth(self) -> int:
-        """Queries queued or running."""
+        """Queries queued or running (preparations are not counted)."""
         return self._inflight
+
+    @property
+    def prepares(self) -> bool:
+        """Whether idle workers prepare queries for committed seeds."""
+        return self.prepared_cache_size > 0
 
     def rebuild(self, entry_ids: list[str], templates: npt.NDArray[np.float32]) -> str:
         """Encode a new gallery in fresh workers and switch to it; returns its version.
@@ -97,24 +146,34 @@ class MatchPool:
         """
         ids = tuple(entry_ids)
         version = gallery_fingerprint(ids, templates)
-        executor = ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=self._context,
-            initializer=he_worker.init_worker,
-            initargs=(templates, self.parameter_set, self.key_cache_size),
+        executors = tuple(
+            ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=self._context,
+                initializer=he_worker.init_worker,
+                initargs=(
+                    templates,
+                    self.parameter_set,
+                    self.key_cache_size,
+                    self.prepared_cache_size,
+                ),
+            )
+            for _ in range(self.workers)
         )
+        handle = GalleryHandle(version, ids, executors)
         # Warm the workers so the first gate query does not pay for the encoding.
         try:
-            warm = [executor.submit(he_worker.ready) for _ in range(self.workers)]
+            warm = [executor.submit(he_worker.ready) for executor in executors]
             if any(future.result() is None for future in warm):
+                handle.retire(wait=False)
                 raise UnavailableError("gallery worker failed to start")
         except BrokenProcessPool:
-            executor.shutdown(wait=False, cancel_futures=True)
+            handle.retire(wait=False)
             raise UnavailableError("gallery workers failed to encode the gallery") from None
         with self._lock:
-            old, self._current = self._current, GalleryHandle(version, ids, executor)
-        if old is not None and old.executor is not None:
-            old.executor.shutdown(wait=False)  # queued futures still run to completion
+            old, self._current = self._current, handle
+        if old is not None:
+            old.retire(wait=False)  # queued queries still run to completion
         return version
 
     async def score(
@@ -129,7 +188,8 @@ class MatchPool:
         ``key_ref`` names the gate key (row id; its bundle never changes). Workers keep
         the keys they have seen, so the bundle (≈ 4 MB under ckks-v2) is read with
         ``load_bundle`` (blocking; run in a thread) and sent only when the worker that
-        took the query does not have it yet.
+        took the query does not have it yet. The query goes to the worker that prepared
+        this key's next query if that worker is idle, else to the least-loaded one.
         """
         with self._lock:
             handle = self._current
@@ -137,36 +197,120 @@ class MatchPool:
                 raise UnavailableError("the gallery is not built yet", code="gallery-not-ready")
             if self._inflight >= self.queue_limit:
                 raise OverloadedError("scoring queue is full", retry_after_s=1)
+            if not handle.executors:
+                raise UnavailableError("the gallery is not built", code="gallery-not-ready")
+            worker = handle.prepared_at.pop(key_ref, None)
+            if worker is None or handle.load[worker] != 0:
+                worker = handle.least_loaded()
+            handle.load[worker] += 1
             self._inflight += 1
             self.on_depth(self._inflight)
+        executor = handle.executors[worker]
         try:
-            if handle.executor is None:
-                raise UnavailableError("the gallery is not built", code="gallery-not-ready")
             loop = asyncio.get_running_loop()
             try:
                 try:
-                    masked, mapping, seconds = await loop.run_in_executor(
-                        handle.executor, he_worker.score, probe, key_ref, None, threshold
+                    masked, mapping, seconds, prepared = await loop.run_in_executor(
+                        executor, he_worker.score, probe, key_ref, None, threshold
                     )
                 except he_worker.BundleNeeded:
                     bundle = await loop.run_in_executor(None, load_bundle)
-                    masked, mapping, seconds = await loop.run_in_executor(
-                        handle.executor, he_worker.score, probe, key_ref, bundle, threshold
+                    masked, mapping, seconds, prepared = await loop.run_in_executor(
+                        executor, he_worker.score, probe, key_ref, bundle, threshold
                     )
             except BrokenProcessPool:
                 raise UnavailableError("scoring worker died", code="worker-failed") from None
         finally:
             with self._lock:
+                handle.load[worker] -= 1
                 self._inflight -= 1
                 self.on_depth(self._inflight)
-        return ScoreOutcome(masked, mapping, handle.entry_ids, handle.version, seconds)
+        return ScoreOutcome(
+            masked, mapping, handle.entry_ids, handle.version, seconds, bool(prepared)
+        )
+
+    def prepare_soon(self, key_ref: str, load_bundle: Callable[[], bytes], seed: bytes) -> bool:
+        """Have an idle worker prepare ``key_ref``'s next query, whose probe the gate will
+        encrypt under ``seed``; returns whether a preparation was started.
+
+        Fire and forget (call it on the event loop): never blocks and never raises for
+        the job; a failure is logged by type only. Skipped when preparation is off or
+        the pool is busy (as many jobs in flight as workers): a preparation costs
+        about a whole query, so it only ever uses a worker nothing else needs.
+        Preparations do not count toward ``queue_limit``.
+        """
+        if not self.prepares:
+            return False
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            handle = self._current
+            if handle is None or not handle.executors or sum(handle.load) >= len(handle.load):
+                return False
+            worker = handle.least_loaded()
+            try:
+                first = handle.executors[worker].submit(he_worker.prepare, key_ref, None, seed)
+            except (BrokenProcessPool, RuntimeError):  # broken, or shut down by a rebuild
+                return False
+            handle.load[worker] += 1
+            handle.preparing.add(first)
+            handle.prepared_at.pop(key_ref, None)
+            handle.prepared_at[key_ref] = worker
+            while len(handle.prepared_at) > self.workers * self.prepared_cache_size:
+                handle.prepared_at.popitem(last=False)
+        task = loop.create_task(
+            self._finish_preparation(handle, worker, key_ref, load_bundle, seed, first)
+        )
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _finish_preparation(
+        self,
+        handle: GalleryHandle,
+        worker: int,
+        key_ref: str,
+        load_bundle: Callable[[], bytes],
+        seed: bytes,
+        first: Future[float],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        job = first
+        try:
+            try:
+                await asyncio.wrap_future(first)
+            except he_worker.BundleNeeded:
+                bundle = await loop.run_in_executor(None, load_bundle)
+                with self._lock:
+                    retired = self._current is not handle  # by a rebuild, meanwhile
+                    if not retired:
+                        handle.preparing.discard(first)
+                        job = handle.executors[worker].submit(
+                            he_worker.prepare, key_ref, bundle, seed
+                        )
+                        handle.preparing.add(job)
+                if retired:
+                    return
+                await asyncio.wrap_future(job)
+        except (asyncio.CancelledError, Exception) as exc:
+            # Cancelled by a rebuild or shutdown, the worker died, or the key was
+            # refused: the query will simply run unprepared. Only the type is logged.
+            with self._lock:
+                if handle.prepared_at.get(key_ref) == worker:
+                    del handle.prepared_at[key_ref]
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("query preparation failed", extra={"error_type": type(exc).__name__})
+        finally:
+            with self._lock:
+                handle.preparing.discard(job)
+                handle.load[worker] -= 1
 
     def close(self, wait: bool = True) -> None:
-        """Stop the workers; with ``wait``, after in-flight queries finish."""
+        """Stop the workers; with ``wait``, after in-flight queries finish (queued
+        preparations are dropped)."""
         with self._lock:
             handle, self._current = self._current, None
-        if handle is not None and handle.executor is not None:
-            handle.executor.shutdown(wait=wait, cancel_futures=not wait)
+        if handle is not None:
+            handle.retire(wait=wait)
 
 
 @dataclass

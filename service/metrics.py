@@ -36,6 +36,13 @@ class ServiceMetrics:
             "Match queries queued or running in the scoring workers.",
             registry=self.registry,
         )
+        self.prepared = Counter(
+            "veilmatch_match_prepared_total",
+            "Matches under a single-ciphertext parameter set by whether the worker used a "
+            "query prepared from the gate's committed seed (used) or scored it all (missed).",
+            ("outcome",),
+            registry=self.registry,
+        )
         self.audit_append_seconds = Histogram(
             "veilmatch_audit_append_seconds",
             "Time to append events to the audit log inside the record's transaction.",

@@ -81,3 +81,9 @@ class HePort(Protocol):
     def resolve(self, positions: Sequence[int], mapping: Any) -> list[int]:
         """Gallery row indices for the positions a gate revealed (typed error if invalid)."""
         ...
+
+    @property
+    def single_ciphertext(self) -> bool:
+        """Whether probes of the active parameter set are one seeded ciphertext, so a
+        query can be prepared from the seed a gate committed in advance."""
+        ...

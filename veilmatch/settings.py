@@ -114,6 +114,24 @@ class Settings(BaseSettings):
             "size it to the number of active gates."
         ),
     )
+    match_prepare: bool = Field(
+        True,
+        description=(
+            "Prepare each gate's next query in idle worker time from the probe seed the "
+            "gate committed with its previous match (single-ciphertext sets, ckks-v2): "
+            "about 3x lower scoring latency when the preparation is ready."
+        ),
+    )
+    match_prepared_cache: int = Field(
+        16,
+        ge=0,
+        le=10_000,
+        description=(
+            "Prepared queries each scoring worker keeps, one per gate key at most: about "
+            "7 MB each at 100k watchlist templates of d = 128, proportional to the "
+            "watchlist size; 0 turns preparation off."
+        ),
+    )
     match_queue_limit: int = Field(
         32, ge=1, le=10_000, description="Match queries queued or running before 503."
     )

@@ -37,7 +37,7 @@ def test_worker_asks_for_the_bundle_once_then_scores_from_its_cache(
         he_worker.score(probe, "key-mine", None, 0.5)
     assert needed.value.key_ref == "key-mine"
     he_worker.score(probe, "key-mine", mine.public().to_bytes(), 0.5)
-    result, _, _ = he_worker.score(probe, "key-mine", None, 0.5)  # no bytes: cached
+    result, _, _, _ = he_worker.score(probe, "key-mine", None, 0.5)  # no bytes: cached
     assert len(result) > 0
     cached = he_worker._KEYS["key-mine"]
     assert cached.galois_keys is None  # serialized rotation keys dropped, arrays kept

@@ -1,0 +1,405 @@
+"""Prepared queries: a gate commits the seed of its next probe with each match, an idle
+scoring worker does that query's template-independent half, and the next match only
+does the rest (single-ciphertext sets, ckks-v2).
+
+Three layers: the worker functions in this process (real SEAL, a 4-row gallery); the
+pool's routing with thread executors standing in for the worker processes (which
+worker gets a preparation, which a query, when preparing is skipped); and the real
+service over mutual TLS with real worker processes, on each database backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_set, resolve, reveal
+from gate.client import MATCH_REQUEST_TYPE, _frame
+from service import he_worker
+from service.gates import key_id_for
+from service.matching import GalleryHandle, MatchPool
+from service.tables import idempotency_keys, pending_queries
+from tests.service.conftest import problem
+
+# --- the worker, in this process ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keys() -> GateKeyBundle:
+    return GateKeyBundle.generate(get_parameter_set("ckks-v2"))
+
+
+def _row(i: int) -> np.ndarray:
+    row: np.ndarray = np.eye(1, 128, i, dtype=np.float64)[0]
+    return row
+
+
+def _score(keys: GateKeyBundle, key_ref: str, template: np.ndarray, seed: bytes | None):
+    """(rows over the threshold, whether the worker used a preparation)."""
+    probe = encrypt_probe(keys, template, seed=seed).to_bytes()
+    masked, mapping, _, used = he_worker.score(probe, key_ref, None, 0.5)
+    return resolve(reveal(keys, MaskedResult.from_bytes(masked)), mapping), used
+
+
+def test_worker_uses_a_preparation_once_and_only_for_its_seed(keys):
+    he_worker.init_worker(np.eye(4, 128, dtype=np.float32), "ckks-v2", prepared_cache_size=4)
+    bundle = keys.public().to_bytes()
+    seed = os.urandom(32)
+    assert he_worker.prepare("key-a", bundle, seed) > 0
+    assert _score(keys, "key-a", _row(2), seed) == ([2], True)
+    # single use: the same seed again (a retried probe) is scored the normal way
+    assert _score(keys, "key-a", _row(2), seed) == ([2], False)
+    # a probe under another seed than the committed one: normal path, and the
+    # preparation is dropped (the gate moved on from that seed)
+    he_worker.prepare("key-a", None, seed)
+    assert _score(keys, "key-a", _row(1), os.urandom(32)) == ([1], False)
+    assert _score(keys, "key-a", _row(3), seed) == ([3], False)
+    # a newer preparation for the same key replaces the older one
+    old, new = os.urandom(32), os.urandom(32)
+    he_worker.prepare("key-a", None, old)
+    he_worker.prepare("key-a", None, new)
+    assert list(he_worker._PREPARED) == ["key-a"]
+    assert _score(keys, "key-a", _row(0), new) == ([0], True)
+
+
+def test_worker_evicts_the_least_recently_prepared_beyond_capacity(keys, monkeypatch):
+    import crypto.he
+
+    warmed: list[int] = []
+    real_prepare = crypto.he.prepare_query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        warmed.append(1)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(crypto.he, "prepare_query", spy)
+    he_worker.init_worker(np.eye(4, 128, dtype=np.float32), "ckks-v2", prepared_cache_size=2)
+    assert warmed == [1]  # the warm-up compiled the preparation kernels
+    bundle = keys.public().to_bytes()
+    seeds = {ref: os.urandom(32) for ref in ("key-1", "key-2", "key-3")}
+    for ref, seed in seeds.items():  # one gate key under three references
+        he_worker.prepare(ref, bundle, seed)
+    assert list(he_worker._PREPARED) == ["key-2", "key-3"]
+    assert _score(keys, "key-1", _row(0), seeds["key-1"]) == ([0], False)
+    assert _score(keys, "key-3", _row(1), seeds["key-3"]) == ([1], True)
+    assert _score(keys, "key-2", _row(2), seeds["key-2"]) == ([2], True)
+    # capacity 0: preparation is off, nothing is computed or kept
+    warmed.clear()
+    he_worker.init_worker(np.eye(4, 128, dtype=np.float32), "ckks-v2", prepared_cache_size=0)
+    assert he_worker.prepare("key-1", bundle, seeds["key-1"]) == 0.0
+    assert not he_worker._PREPARED and warmed == []
+
+
+# --- the pool's routing, with threads standing in for worker processes ----------------------
+
+
+class FakeWorkers:
+    """Replaces ``he_worker.score``/``prepare``: records which worker ran what; a
+    (job, key) in ``hold`` blocks until its event is set."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, str, str, bool]] = []  # (job, key, worker, had bundle)
+        self.hold: dict[tuple[str, str], threading.Event] = {}
+        self.need_bundle: set[str] = set()
+        self.fail: set[str] = set()
+
+    def _run(self, job: str, key_ref: str, bundle: bytes | None) -> None:
+        if key_ref in self.need_bundle and bundle is None:
+            raise he_worker.BundleNeeded(key_ref)
+        worker = threading.current_thread().name.split("_")[0]
+        self.ran.append((job, key_ref, worker, bundle is not None))
+        if (job, key_ref) in self.hold:
+            assert self.hold[job, key_ref].wait(10)
+        if job == "prepare" and key_ref in self.fail:
+            raise RuntimeError("refused")
+
+    def score(self, probe: bytes, key_ref: str, bundle: bytes | None, threshold: float) -> Any:
+        self._run("score", key_ref, bundle)
+        return b"masked", None, 0.0, False
+
+    def prepare(self, key_ref: str, bundle: bytes | None, seed: bytes) -> float:
+        self._run("prepare", key_ref, bundle)
+        return 0.0
+
+    def where(self, job: str, key_ref: str) -> list[str]:
+        return [w for j, k, w, _ in self.ran if (j, k) == (job, key_ref)]
+
+
+@pytest.fixture
+def fake_workers(monkeypatch) -> FakeWorkers:
+    fake = FakeWorkers()
+    monkeypatch.setattr(he_worker, "score", fake.score)
+    monkeypatch.setattr(he_worker, "prepare", fake.prepare)
+    return fake
+
+
+def _pool(workers: int = 2, **kwargs: Any) -> MatchPool:
+    pool = MatchPool(workers, kwargs.pop("queue_limit", 8), "ckks-v2", **kwargs)
+    executors = tuple(ThreadPoolExecutor(1, thread_name_prefix=f"w{i}") for i in range(workers))
+    pool._current = GalleryHandle("v1", ("entry",), executors)
+    return pool
+
+
+async def _settle(pool: MatchPool) -> None:
+    while pool._tasks:
+        await asyncio.gather(*pool._tasks)
+
+
+def _bundle() -> bytes:
+    return b"bundle"
+
+
+SEED = bytes(32)
+
+
+def test_pool_sends_a_query_to_its_preparing_worker_only_when_that_worker_is_idle(
+    fake_workers,
+):
+    fake = fake_workers
+    pool = _pool()
+
+    async def scenario() -> None:
+        # w0 busy with a query: the preparation goes to the idle w1 and is recorded
+        release = fake.hold["score", "busy"] = threading.Event()
+        busy = asyncio.ensure_future(pool.score(b"p", "busy", _bundle, 0.5))
+        await asyncio.sleep(0.05)
+        assert pool.prepare_soon("gate-k", _bundle, SEED)
+        await _settle(pool)
+        release.set()
+        await busy
+        assert fake.where("prepare", "gate-k") == ["w1"]
+        # both idle: the query goes where its preparation is, not to the first worker
+        await pool.score(b"p", "gate-k", _bundle, 0.5)
+        assert fake.where("score", "gate-k") == ["w1"]
+        # the record was consumed: the next query of that key goes to the least loaded
+        await pool.score(b"p", "gate-k", _bundle, 0.5)
+        assert fake.where("score", "gate-k") == ["w1", "w0"]
+        # a preparation still running keeps its worker busy: the query goes elsewhere
+        release = fake.hold["prepare", "gate-k"] = threading.Event()
+        assert pool.prepare_soon("gate-k", _bundle, SEED)
+        await asyncio.sleep(0.05)
+        await pool.score(b"p", "gate-k", _bundle, 0.5)
+        release.set()
+        await _settle(pool)
+        assert fake.where("prepare", "gate-k") == ["w1", "w0"]
+        assert fake.where("score", "gate-k") == ["w1", "w0", "w1"]
+
+    asyncio.run(scenario())
+    pool.close()
+
+
+def test_preparation_is_skipped_when_busy_or_off_and_never_admitted_as_a_query(fake_workers):
+    fake = fake_workers
+    pool = _pool(queue_limit=1)
+
+    async def scenario() -> None:
+        release = fake.hold["prepare", "slow"] = threading.Event()
+        assert pool.prepare_soon("slow", _bundle, SEED)  # w0
+        await asyncio.sleep(0.05)
+        assert pool.depth == 0  # preparations are not queries
+        hold_query = fake.hold["score", "q"] = threading.Event()
+        query = asyncio.ensure_future(pool.score(b"p", "q", _bundle, 0.5))  # admitted: w1
+        await asyncio.sleep(0.05)
+        assert pool.depth == 1
+        assert fake.where("score", "q") == ["w1"]
+        assert not pool.prepare_soon("other", _bundle, SEED)  # both workers busy
+        release.set()
+        hold_query.set()
+        await query
+        await _settle(pool)
+        assert pool.current is not None and pool.current.load == [0, 0]
+        assert "other" not in pool.current.prepared_at
+        assert fake.where("prepare", "other") == []
+
+    asyncio.run(scenario())
+    pool.close()
+    for off in (_pool(prepare=False), _pool(prepared_cache_size=0)):
+        assert not off.prepares
+
+        async def skipped(pool: MatchPool = off) -> bool:
+            return pool.prepare_soon("k", _bundle, SEED)
+
+        assert asyncio.run(skipped()) is False
+        off.close()
+    assert fake.where("prepare", "k") == []
+
+
+def test_preparation_sends_the_bundle_when_asked_and_forgets_failures(fake_workers, caplog):
+    fake = fake_workers
+    pool = _pool()
+    loads: list[int] = []
+
+    def load() -> bytes:
+        loads.append(1)
+        return b"bundle"
+
+    async def scenario() -> None:
+        fake.need_bundle.add("new-key")
+        assert pool.prepare_soon("new-key", load, SEED)
+        await _settle(pool)
+        # asked once, then sent to the same worker
+        assert loads == [1]
+        assert [r for r in fake.ran if r[1] == "new-key"] == [("prepare", "new-key", "w0", True)]
+        fake.fail.add("bad-key")
+        assert pool.prepare_soon("bad-key", _bundle, SEED)
+        await _settle(pool)
+        assert pool.current is not None and "bad-key" not in pool.current.prepared_at
+        assert pool.current.load == [0, 0]
+
+    with caplog.at_level("WARNING", logger="veilmatch.matching"):
+        asyncio.run(scenario())
+    pool.close()
+    failures = [r for r in caplog.records if r.getMessage() == "query preparation failed"]
+    assert [getattr(r, "error_type", None) for r in failures] == ["RuntimeError"]
+
+
+# --- the real service ------------------------------------------------------------------------
+
+
+def _prepared_count(service, outcome: str) -> float:
+    value = service.ctx.metrics.registry.get_sample_value(
+        "veilmatch_match_prepared_total", {"outcome": outcome}
+    )
+    return float(value or 0.0)
+
+
+def _counts(service) -> tuple[float, float]:
+    return _prepared_count(service, "used"), _prepared_count(service, "missed")
+
+
+def _unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(128)
+    return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def _near(target: np.ndarray, seed: int) -> np.ndarray:
+    """A unit vector at cosine ≈ 0.9 to ``target``."""
+    noise = _unit(seed) - float(_unit(seed) @ target) * target
+    vector = 0.9 * target + np.sqrt(1 - 0.81) * noise / np.linalg.norm(noise)
+    unit: np.ndarray = (vector / np.linalg.norm(vector)).astype(np.float32)
+    return unit
+
+
+@pytest.fixture(scope="module")
+def watched(service) -> tuple[str, np.ndarray]:
+    """One active watchlist entry (enrolled by template) and its template."""
+    template = _unit(1000)
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=90)).isoformat()
+    with service.staff("officer1") as officer:
+        created = officer.post(
+            "/api/v1/watchlist",
+            json={
+                "subject_ref": "subject-prepared",
+                "template": [float(x) for x in template],
+                "legal_basis": "hk-cap60",
+                "category": "parallel_trading",
+                "expires_at": expires,
+            },
+        )
+        assert created.status_code == 201, created.text
+    entry_id = str(created.json()["id"])
+    with service.staff("supervisor1") as supervisor:
+        approved = supervisor.post(f"/api/v1/watchlist/{entry_id}/approve")
+        assert approved.status_code == 200, approved.text
+    return entry_id, template
+
+
+@pytest.fixture(scope="module")
+def gate(service):
+    client = service.approved_gate("gate-c", site="lo-wu")
+    yield client
+    client.close()
+
+
+def _alert_entries(service, query_id: str) -> list[str]:
+    with service.staff("officer1") as officer:
+        alerts = officer.get("/api/v1/alerts").json()
+    return [e for a in alerts if a["query_id"] == query_id for e in a["entry_ids"]]
+
+
+def test_next_match_from_a_gate_runs_prepared_and_finds_the_same_hits(service, gate, watched):
+    entry_id, template = watched
+    used, missed = _counts(service)
+    first = gate.check(_unit(1))  # nothing committed yet: scored whole
+    assert first.outcome == "proceed" and first.hits == 0
+    assert _counts(service) == (used, missed + 1)
+    # the probe is encrypted under the seed committed with the previous request; with
+    # one worker the preparation is queued before this query, so it is always ready
+    hit = gate.check(_near(template, 2))
+    assert _counts(service) == (used + 1, missed + 1)
+    assert hit.outcome == "secondary" and hit.hits == 1
+    assert _alert_entries(service, hit.query_id) == [entry_id]
+    stranger = gate.check(_unit(3))
+    assert _counts(service) == (used + 2, missed + 1)
+    assert stranger.outcome == "proceed" and stranger.hits == 0
+    assert gate._committed is not None  # seeds are never logged
+    assert gate._committed[1].hex() not in service.log_stream.getvalue()
+
+
+def test_a_probe_under_another_seed_runs_the_normal_path(service, gate, watched):
+    _, template = watched
+    gate.check(_unit(4))  # commits a seed; the service prepares for it
+    used, missed = _counts(service)
+    other = gate.he.encrypt(_near(template, 5))  # a fresh seed, not the committed one
+    outcome = gate.send_probe(other)
+    assert outcome.outcome == "secondary" and outcome.hits == 1
+    assert _counts(service) == (used, missed + 1)
+
+
+def _stored(service, since: dt.datetime) -> tuple[int, int]:
+    """Idempotency records and pending queries of gate-c since ``since``."""
+    with service.ctx.reader() as conn:
+        idem = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(idempotency_keys)
+            .where(idempotency_keys.c.gate_id == "gate-c", idempotency_keys.c.created_at >= since)
+        ).scalar_one()
+        pending = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(pending_queries)
+            .where(pending_queries.c.gate_id == "gate-c", pending_queries.c.created_at >= since)
+        ).scalar_one()
+    return int(idem), int(pending)
+
+
+BAD_SEEDS = ["A" * 64, "a" * 63, "a" * 65, "g" * 64, "a" * 64 + "\n", "", 7]
+
+
+@pytest.mark.parametrize("form", ["json", "binary"])
+def test_a_malformed_next_seed_is_a_typed_400_and_nothing_is_stored(service, gate, form):
+    probe = gate.he.encrypt(_unit(6))
+    key_ref = key_id_for(gate.signing_key.public_bytes())
+    handle = service.ctx.pool.current
+    assert handle is not None
+    handle.prepared_at.pop(key_ref, None)
+    counts, since = _counts(service), service.ctx.now()
+    for i, bad in enumerate(BAD_SEEDS):
+        request_id = f"bad-seed-{form}-{i:02d}"
+        if form == "json":
+            fields = {"request_id": request_id, "probe": base64.b64encode(probe).decode()}
+            body = json.dumps({**fields, "next_seed": bad}).encode()
+            content_type = "application/json"
+        else:
+            meta = json.dumps({"request_id": request_id, "next_seed": bad}).encode()
+            body, content_type = _frame(b"VMRQ", meta, probe), MATCH_REQUEST_TYPE
+        headers = gate.signer.sign("POST", "/gate/v1/match", body, now=service.gate_time())
+        with service.gate_http("gate-c") as http:
+            response = http.post(
+                "/gate/v1/match", content=body, headers={**headers, "Content-Type": content_type}
+            )
+        assert response.status_code == 400, (bad, response.text)
+        refused = problem(response)
+        assert refused["code"] == "malformed-request" and "next_seed" in refused["detail"]
+    assert _stored(service, since) == (0, 0)
+    assert _counts(service) == counts
+    assert key_ref not in handle.prepared_at and service.ctx.pool.current is handle
