@@ -115,33 +115,49 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
         timed_min[pool.capacity > 0] = min(times) * 1e3
         return statistics.median(times) * 1e3, ms, pool.generated_cold - cold_before
 
-    def timed_prepared() -> tuple[float, float, float]:
-        """(median online ms, min online ms, median preparation ms): the gate committed
-        the seed with its previous query and the worker prepared in idle time."""
+    def timed_prepared() -> tuple[float, float, float, dict[str, float], dict[str, float]]:
+        """(median online ms, min online ms, median preparation ms, online and preparation
+        stages): the gate committed the seed with its previous query and the worker
+        prepared in idle time."""
         online, preparing = [], []
+        stages: dict[str, float] = {}
+        prep_stages: dict[str, float] = {}
         for i in range(repeat + 1):
+            if i == 1:  # the first round warms caches and the JIT
+                stages.clear()
+                prep_stages.clear()
             warm_pool.fill(count)
             seed = rng.bytes(32)
             t0 = time.perf_counter()
-            prepared = prepare_query(public, gallery, seed, pool=warm_pool)
+            prepared = prepare_query(public, gallery, seed, pool=warm_pool, profile=prep_stages)
             t1 = time.perf_counter()
             data = encrypt_probe(keys, v, seed=seed).to_bytes()  # gate side, not timed
             t2 = time.perf_counter()
             probe = Probe.from_bytes(data, max_size=len(data))
-            masked, _ = score_masked(probe, gallery, tau, public, prepared=prepared)
+            masked, _ = score_masked(probe, gallery, tau, public, prepared=prepared, profile=stages)
             masked.to_bytes()
             t3 = time.perf_counter()
-            if i:  # the first round warms caches and the JIT
+            if i:
                 preparing.append((t1 - t0) * 1e3)
                 online.append((t3 - t2) * 1e3)
-        return statistics.median(online), min(online), statistics.median(preparing)
+
+        def per_query(sink: dict[str, float]) -> dict[str, float]:
+            return {k: round(v_ * 1e3 / repeat, 2) for k, v_ in sorted(sink.items())}
+
+        return (
+            statistics.median(online),
+            min(online),
+            statistics.median(preparing),
+            per_query(stages),
+            per_query(prep_stages),
+        )
 
     timed_min: dict[bool, float] = {}
     service_ms, stage_ms, warm_misses = timed(warm_pool)
     cold_ms, cold_stage_ms, cold_units = timed(cold_pool)
     assert warm_misses == 0 and cold_units == repeat * count  # each path did what it says
-    prepared_ms, prepared_min, prepare_ms = (
-        timed_prepared() if params.single_ciphertext else (0, 0, 0)
+    prepared_ms, prepared_min, prepare_ms, prepared_stages, prepare_stages = (
+        timed_prepared() if params.single_ciphertext else (0.0, 0.0, 0.0, {}, {})
     )
     fill = []
     for _ in range(3):
@@ -173,6 +189,8 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
         "prepared_min_ms": round(prepared_min, 2),
         "ratio_prepared_of_minima": round(prepared_min / numpy_min, 1),
         "prepare_ms": round(prepare_ms, 2),
+        "stages_prepared_ms": prepared_stages,
+        "stages_prepare_ms": prepare_stages,
         "service_ms": round(service_ms, 2),
         "service_cold_ms": round(cold_ms, 2),
         "numpy_ms": round(numpy_ms, 3),

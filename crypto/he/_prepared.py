@@ -9,9 +9,11 @@ gallery, with the same masking randomness:
 
 * ``prepare_half`` (before the probe exists, once the gate has committed its seed):
   the paired MAC over (y0_j | y1_j), giving the finished c1 rows A·Z1 + u·p1 + e2 of
-  every masked result ciphertext and the c0 partial sums W0 = Σ_j diag_j ⊙ y0_j;
-* ``score_c0`` (when the probe arrives): Σ_j diag_j ⊙ σ_j(c0) + W0, one product per
-  gallery residue, then the c0 rows A·(Z0 + σ_conj(Z0)) + u·p0 + σ_conj(u·p0) + F'.
+  every masked result ciphertext, the c0 partial sums W0 = Σ_j diag_j ⊙ y0_j + pad_bias,
+  and the c0 mask terms (A, R0 = u·p0 + σ_conj(u·p0) + F'), all in result slot order;
+* ``score_c0`` (when the probe arrives): Z0 = Σ_j diag_j ⊙ σ_j(c0) + W0 − τ, one product
+  per gallery residue, then the c0 rows A·(Z0 + σ_conj(Z0)) + R0 (one modular product
+  per slot).
   Every σ_j(c0) is a window of one wrap-padded copy of c0 (16 KB per prime), so the
   probe side stays in L1 and the gallery is the only stream.
 
@@ -27,11 +29,13 @@ from numba import njit, prange
 
 from crypto.he._kernels import (
     _GROUP,
-    _finish_c0,
     _finish_c1,
     _fold,
     _mac,
+    _mulmod,
     _pair_row,
+    _red,
+    _red4,
     _red37,
     _stage,
 )
@@ -78,49 +82,93 @@ def _mac_c0(acc, gp, c0w, p_off, shift, rr):  # type: ignore[no-untyped-def]  # 
 
 
 @njit(cache=True, inline="always")
-def _add_partial(acc, w0, s0, l1, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """acc[h, x] ← fold(acc[h, x]) + w0[h, slot of x] (slot s0 + x, wrapping after l1)."""
-    width = acc.shape[1]
-    rr = np.uint64(np.uint32(rr))
-    for h in range(2):
-        a = acc[h]
-        w = w0[h]
-        for x in range(l1):
-            a[x] = _fold(a[x], rr) + np.uint64(w[s0 + x])
-        for x in range(l1, width):
-            a[x] = _fold(a[x], rr) + np.uint64(w[x - l1])
-
-
-@njit(cache=True, inline="always")
-def _reduce_c0(acc, res, a_off, r_off, length, qq, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """res[h, r_off + x] = acc[h, a_off + x] mod q for both halves (the partial sums W0)."""
+def _partial_c0(acc, res, a_off, r_off, pad, c, p, u_off, length, qq, rr):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """res[h, r_off + x] = (acc[h, a_off + x] + pad_bias[h, u_off + a_off + x]) mod q, both
+    halves: the c0 partial sums W0 of one result position, in result slot order (the
+    pad bias is read at the gallery position, like ``_kernels._finish_c0``)."""
+    s = res.shape[1]
     rr = np.uint64(np.uint32(rr))
     m37 = np.uint64((1 << 37) // qq)
+    u0 = u_off + a_off
     for h in range(2):
         a = acc[h, a_off : a_off + length]
+        bias = pad[c, p, h * s + u0 : h * s + u0 + length]
         out = res[h, r_off : r_off + length]
         for x in range(length):
-            out[x] = np.uint32(_red37(_fold(_fold(a[x], rr), rr), qq, m37))
+            y = _red37(_fold(_fold(a[x], rr), rr), qq, m37)
+            out[x] = np.uint32(_red(y + np.uint64(bias[x]), qq))
 
 
 @njit(cache=True, inline="always")
-def _wrap(row, s, width):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """Repeat a window row's first ``width`` positions after its end."""
-    for t in range(width):
-        row[s + t] = row[t]
+def _mask_terms_c0(masks, pk, i, p, qq, mm, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """out = (A, R0) of result position i, prime p, slot order (S each): the c0 masking
+    that does not involve the probe, R0 = u·p0 + σ_conj(u·p0) + F + σ_conj(F)."""
+    s = out.shape[1]
+    amask = masks[i, 0, p, :s]
+    flood = masks[i, 0, p, s:]
+    u_a = masks[i, 1, p, :s]
+    u_b = masks[i, 1, p, s:]
+    p0a = pk[0, p, :s]
+    p0b = pk[0, p, s:]
+    for t in range(s):
+        out[0, t] = amask[t]
+        r0 = _mulmod(np.uint64(u_a[t]), np.uint64(p0a[t]), qq, mm) + _mulmod(
+            np.uint64(u_b[t]), np.uint64(p0b[t]), qq, mm
+        )
+        out[1, t] = np.uint32(_red4(r0 + np.uint64(flood[t]), qq))
+
+
+@njit(cache=True, inline="always")
+def _finish_prepared(acc, res, a_off, r_off, length, w0, ar, t_off, tq2, qq, rr, mm):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """c0 of ``length`` result slots: A·(acc_0 + acc_1 + W0_0 + W0_1 − 2τ) + R0 mod q.
+
+    Accumulator x = a_off + … is result slot t = t_off + x, written to res[r_off + …];
+    w0 (2, S) and ar (2, S) = (A, R0) are indexed by result slot; tq2 = 2·(q − τ) mod q.
+    The same value as ``_kernels._finish_c0`` on the fused accumulators.
+    """
+    rr = np.uint64(np.uint32(rr))
+    m37 = np.uint64((1 << 37) // qq)
+    t0 = t_off + a_off
+    acc_a = acc[0, a_off : a_off + length]
+    acc_b = acc[1, a_off : a_off + length]
+    w_a = w0[0, t0 : t0 + length]
+    w_b = w0[1, t0 : t0 + length]
+    amask = ar[0, t0 : t0 + length]
+    r0 = ar[1, t0 : t0 + length]
+    out = res[r_off : r_off + length]
+    for x in range(length):
+        za = _red37(_fold(_fold(acc_a[x], rr), rr), qq, m37) + np.uint64(w_a[x])
+        zb = _red37(_fold(_fold(acc_b[x], rr), rr), qq, m37) + np.uint64(w_b[x])
+        z = _red(_red4(za + zb, qq) + tq2, qq)
+        out[x] = np.uint32(_red(_mulmod(np.uint64(amask[x]), z, qq, mm) + np.uint64(r0[x]), qq))
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def prepare_half(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    gallery, probe, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out1, w0
+    gallery,
+    probe,
+    pad,
+    masks,
+    pk,
+    rotations,
+    position,
+    visit,
+    q,
+    r32,
+    mu,
+    ntt_to_slot,
+    out1,
+    w0,
+    ar,
 ):
     """The template-independent half of every masked result ciphertext.
 
     probe: uint32 (D, 2, k, N) slot order, rotation j of (0, a) = (y0_j, y1_j);
     ntt_to_slot: int64 (N,) NTT index → slot position; out1: uint32 (C, k, N), the
     finished c1 rows in SEAL's NTT order; w0: uint32 (C, k, 2, S), the c0 partial sums
-    Σ_j diag_j ⊙ y0_j of each result position, rotated, in slot order by half. Other
-    arguments as in ``_kernels.score_and_mask``.
+    Σ_j diag_j ⊙ y0_j + pad_bias of each result position, rotated, in slot order by
+    half; ar: uint32 (C, k, 2, S), its (A, R0) (``_mask_terms_c0``). Other arguments as
+    in ``_kernels.score_and_mask``.
     """
     k, blocks, n_ct, _, d, width = gallery.shape
     n = probe.shape[3]
@@ -147,12 +195,12 @@ def prepare_half(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             for h in range(2):
                 _mac(acc[h], acc[2 + h], gallery[p, blk, c, h], pairs[p, h], s0, r % d, rr)
             _finish_c1(acc[2:4], slots[i, p], 0, s0, l1, masks, i, s0, pk, p, qq, rr, mu[p])
-            _reduce_c0(acc[0:2], w0[i, p], 0, s0, l1, qq, rr)
+            _partial_c0(acc[0:2], w0[i, p], 0, s0, pad, c, p, g0, l1, qq, rr)
             if l1 < width:
                 _finish_c1(
                     acc[2:4], slots[i, p], l1, 0, width - l1, masks, i, -l1, pk, p, qq, rr, mu[p]
                 )
-                _reduce_c0(acc[0:2], w0[i, p], l1, 0, width - l1, qq, rr)
+                _partial_c0(acc[0:2], w0[i, p], l1, 0, pad, c, p, g0, width - l1, qq, rr)
     for task in prange(n_ct * k):
         i = task // k
         p = task % k
@@ -160,16 +208,17 @@ def prepare_half(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
         o = out1[i, p]
         for u in range(n):
             o[u] = flat[ntt_to_slot[u]]
+        _mask_terms_c0(masks, pk, i, p, q[p], mu[p], ar[i, p])
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    gallery, c0, w0, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, ntt_to_slot, out
+    gallery, c0, w0, ar, tau, rotations, visit, position, q, r32, mu, ntt_to_slot, out
 ):
     """The c0 rows of every masked result ciphertext, in SEAL's NTT order (``out[:, 0]``).
 
-    c0: uint32 (k, N) slot order, the uploaded ciphertext's c0; w0: uint32 (C, k, 2, S)
-    from ``prepare_half``; out: uint32 (C, 2, k, N), row 1 left to the caller. Other
+    c0: uint32 (k, N) slot order, the uploaded ciphertext's c0; w0, ar: uint32 (C, k, 2,
+    S) from ``prepare_half``; out: uint32 (C, 2, k, N), row 1 left to the caller. Other
     arguments as in ``_kernels.score_and_mask``.
     """
     k, blocks, n_ct, _, d, width = gallery.shape
@@ -187,7 +236,8 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
         g0 = blk * width
         qq = q[p]
         rr = r32[p]
-        tq = qq - tau[p]
+        tq2 = (np.uint64(2) * (qq - tau[p])) % qq
+        mm = mu[p]
         acc = np.empty((2, width), dtype=np.uint64)
         for v in range(n_ct):
             c = visit[v]
@@ -199,12 +249,11 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             _stage(gallery[p, blk, c])
             for h in range(2):
                 _mac_c0(acc[h], gallery[p, blk, c, h], c0w[p, h], s0, r % d, rr)
-            _add_partial(acc, w0[i, p], s0, l1, rr)
             res = slots[i, p]
-            _finish_c0(acc, res, 0, s0, pad, c, p, g0, l1, tq, masks, i, s0, pk, qq, rr, mu[p])
+            _finish_prepared(acc, res, 0, s0, l1, w0[i, p], ar[i, p], s0, tq2, qq, rr, mm)
             if l1 < width:
-                _finish_c0(
-                    acc, res, l1, 0, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mu[p]
+                _finish_prepared(
+                    acc, res, l1, 0, width - l1, w0[i, p], ar[i, p], -l1, tq2, qq, rr, mm
                 )
     for task in prange(n_ct * k):
         i = task // k

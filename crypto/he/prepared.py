@@ -58,7 +58,7 @@ class PreparedQuery:
     ``polys`` (C, 2, k, N) is the masked result with its c1 rows finished and its c0
     rows still to fill (SEAL's NTT order; the online step writes them in place), ``w0`` (C, k, 2,
     S) the c0 partial sums from the key-switching parts (slot order), both uint32
-    residues; ``units`` the mask material of each result position;
+    residues; ``ar`` (C, k, 2, S) the c0 mask terms (A, R0) of each result position;
     ``rotations``/``order``/``query_id`` the query's secret choices. ≈ 6.4 MB at 100k
     templates of d = 128. Single use: see :meth:`take`.
     """
@@ -69,7 +69,7 @@ class PreparedQuery:
     params_hash: bytes
     w0: U32 = field(repr=False)
     polys: U32 = field(repr=False)
-    units: U32 = field(repr=False)
+    ar: U32 = field(repr=False)
     rotations: I64 = field(repr=False)
     order: I64 = field(repr=False)
     query_id: bytes = field(repr=False)
@@ -87,7 +87,7 @@ class PreparedQuery:
 
     @property
     def nbytes(self) -> int:
-        return int(self.w0.nbytes + self.polys.nbytes + self.units.nbytes)
+        return int(self.w0.nbytes + self.polys.nbytes + self.ar.nbytes)
 
     def take(self, probe: Probe, gallery: Gallery) -> None:
         """Claim this preparation for ``probe``: ``PreparedQueryError`` if it does not fit
@@ -107,14 +107,18 @@ def prepare_query(
     *,
     rng: np.random.Generator | None = None,
     pool: MaskPool | None = None,
+    profile: dict[str, float] | None = None,
 ) -> PreparedQuery:
     """Do the template-independent half of the query whose probe will use ``seed``.
 
     Draws the query's rotations, order, id and mask material exactly as
     ``score_masked`` does (from ``rng`` if given, in the same order, else the OS and
     ``pool``), rotates (0, a) with the gate's rotation keys and computes every masked
-    result's c1 rows.
+    result's c1 rows. ``profile``, if given, receives seconds per stage (benchmarks).
     """
+    from crypto.he.protocol import Clock
+
+    clock = Clock(profile)
     params = public.params
     if not params.single_ciphertext:
         raise ParameterMismatchError(f"{params.name} has no single-ciphertext probes")
@@ -126,14 +130,28 @@ def prepare_query(
     count = gallery.ciphertexts
     rotations, order, query_id = query_randomness(count, params.slots, rng)
     full = _rotations_of_seed(be, public, gallery, seed)
+    clock.lap("rotations")
     if rng is not None:
         units = generate_units(params, count, rng=rng)
     else:
         units, _ = (pool or default_pool(params)).take(count)
+    clock.lap("mask_material")
     polys = np.zeros((count, 2, be.k, be.n), dtype=np.uint32)
     w0 = np.empty((count, be.k, 2, params.slots), dtype=np.uint32)
+    ar = np.empty_like(w0)
     inputs = kernel_inputs(be, public, rotations, order)
-    prepare_half(gallery.diagonals, full, units, *inputs, _ntt_to_slot(be), polys[:, 1], w0)
+    prepare_half(
+        gallery.diagonals,
+        full,
+        gallery.pad_bias,
+        units,
+        *inputs,
+        _ntt_to_slot(be),
+        polys[:, 1],
+        w0,
+        ar,
+    )
+    clock.lap("prepare_mac")
     return PreparedQuery(
         key_id=public.key_id,
         seed=seed,
@@ -141,7 +159,7 @@ def prepare_query(
         params_hash=params.hash,
         w0=w0,
         polys=polys,
-        units=units,
+        ar=ar,
         rotations=rotations,
         order=order,
         query_id=query_id,
@@ -180,14 +198,21 @@ def score_prepared(
     prepared.take(probe, gallery)
     c0 = np.ascontiguousarray(probe.c0[0][:, be.slot_to_ntt])
     out = prepared.polys  # single use: the c0 rows are written in place
+    _, rotations, position, visit, q, r32, mu = kernel_inputs(
+        be, public, prepared.rotations, prepared.order
+    )
     score_c0(
         gallery.diagonals,
         c0,
         prepared.w0,
-        gallery.pad_bias,
+        prepared.ar,
         tau_residues(be, gallery, threshold),
-        prepared.units,
-        *kernel_inputs(be, public, prepared.rotations, prepared.order),
+        rotations,
+        visit,
+        position,
+        q,
+        r32,
+        mu,
         _ntt_to_slot(be),
         out,
     )

@@ -172,7 +172,7 @@ def _check_same(p1: ParameterSet, p2: ParameterSet, k1: str, k2: str) -> None:
 
 
 def _expand_probe(
-    be: Backend, probe: Probe, public: PublicKeyBundle, clock: _Clock | None = None
+    be: Backend, probe: Probe, public: PublicKeyBundle, clock: Clock | None = None
 ) -> npt.NDArray[np.uint32]:
     """All D rotations of the packed probe, (D, 2, k, N) uint32 in slot order."""
     params = probe.params
@@ -208,7 +208,7 @@ def _check_inputs(probe: Probe, gallery: Gallery, public: PublicKeyBundle) -> No
         raise GalleryError(f"probe has dimension {probe.dim}, gallery {gallery.dim}")
 
 
-class _Clock:
+class Clock:
     """Accumulates stage timings into ``sink`` (no-op when ``sink`` is None)."""
 
     def __init__(self, sink: dict[str, float] | None) -> None:
@@ -277,7 +277,7 @@ def score_masked(
     (tests) makes every random choice from it and bypasses pools. ``profile``, if given,
     receives seconds spent per stage (for the benchmark).
     """
-    clock = _Clock(profile)
+    clock = Clock(profile)
     if not -1.0 < threshold < 1.0:
         raise ValueError("threshold must be in (-1, 1)")
     _check_inputs(probe, gallery, public)
