@@ -79,13 +79,6 @@ class GalleryHandle:
         """The worker with the fewest jobs in flight (the first such)."""
         return min(range(len(self.load)), key=self.load.__getitem__)
 
-    def retire(self, wait: bool) -> None:
-        """Stop these workers after their running jobs; queued preparations are dropped."""
-        for future in list(self.preparing):
-            future.cancel()
-        for executor in self.executors:
-            executor.shutdown(wait=wait, cancel_futures=not wait)
-
 
 def gallery_fingerprint(entry_ids: tuple[str, ...], templates: npt.NDArray[np.float32]) -> str:
     """Service-side version hash over entry ids and template bytes (sha256 hex)."""
@@ -165,16 +158,26 @@ class MatchPool:
         try:
             warm = [executor.submit(he_worker.ready) for executor in executors]
             if any(future.result() is None for future in warm):
-                handle.retire(wait=False)
+                self._retire(handle, wait=False)
                 raise UnavailableError("gallery worker failed to start")
         except BrokenProcessPool:
-            handle.retire(wait=False)
+            self._retire(handle, wait=False)
             raise UnavailableError("gallery workers failed to encode the gallery") from None
         with self._lock:
             old, self._current = self._current, handle
         if old is not None:
-            old.retire(wait=False)  # queued queries still run to completion
+            self._retire(old, wait=False)  # queued queries still run to completion
         return version
+
+    def _retire(self, handle: GalleryHandle, wait: bool) -> None:
+        """Stop a handle's workers after their running jobs; queued preparations are
+        dropped (their queries would be scored by other workers, or not at all)."""
+        with self._lock:
+            queued = list(handle.preparing)
+        for future in queued:
+            future.cancel()
+        for executor in handle.executors:
+            executor.shutdown(wait=wait, cancel_futures=not wait)
 
     async def score(
         self,
@@ -310,7 +313,7 @@ class MatchPool:
         with self._lock:
             handle, self._current = self._current, None
         if handle is not None:
-            handle.retire(wait=wait)
+            self._retire(handle, wait=wait)
 
 
 @dataclass
