@@ -165,9 +165,8 @@ def prepare(key_ref: str, bundle: bytes | None, seed: bytes) -> float:
     if capacity <= 0:
         return 0.0
     public = _scoring_key(key_ref, bundle)
-    prepared = _he().prepare_query(public, _STATE["gallery"], seed)
-    _PREPARED.pop(key_ref, None)
-    _PREPARED[key_ref] = prepared
+    _PREPARED.pop(key_ref, None)  # superseded: the gate has moved on to ``seed``
+    _PREPARED[key_ref] = _he().prepare_query(public, _STATE["gallery"], seed)
     while len(_PREPARED) > capacity:
         _PREPARED.popitem(last=False)
     return time.perf_counter() - started
