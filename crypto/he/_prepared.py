@@ -255,13 +255,18 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
                 _finish_prepared(
                     acc, res, l1, 0, width - l1, w0[i, p], ar[i, p], -l1, tq2, qq, rr, mm
                 )
+    # NTT index → slot inside a half (the c0 row is conjugation symmetric); computed
+    # once here, not as a division per gathered residue
+    src = np.empty(n, dtype=np.int64)
+    for u in range(n):
+        src[u] = ntt_to_slot[u] & (s - 1)
     for task in prange(n_ct * k):
         i = task // k
         p = task % k
         row = slots[i, p]
         o = out[i, 0, p]
         for u in range(n):
-            o[u] = row[ntt_to_slot[u] % s]  # the c0 row is conjugation symmetric
+            o[u] = row[src[u]]
 
 
 __all__ = ["prepare_half", "score_c0"]
