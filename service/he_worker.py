@@ -44,7 +44,7 @@ _STATE: dict[str, Any] = {}
 _KEYS: OrderedDict[str, Any] = OrderedDict()
 #: Prepared queries (``crypto.he.PreparedQuery``), at most one per gate key reference,
 #: most recently prepared last. Each holds its query's secret masking choices and is
-#: used at most once; ≈ 7 MB at 100k templates of d = 128 (proportional to the
+#: used at most once; ≈ 6.4 MB at 100k templates of d = 128 (proportional to the
 #: watchlist size), hence the small default capacity (``match_prepared_cache``).
 _PREPARED: OrderedDict[str, Any] = OrderedDict()
 

@@ -18,8 +18,9 @@ Key switching (GHS with RNS digits, as in SEAL, Lattigo and OpenFHE), for a rota
   ⌊acc_c / P⌉ (rounding error ≤ 1/2 per coefficient);
 * the rotated ciphertext is (σ_j(c0) + y_0, y_1).
 
-Modular products use a float64 quotient estimate (exact after one correction, any
-prime < 2**31; ``_mod``), so the same code serves 31-bit data and 23-bit switch primes.
+Modular reductions are integer-only (two 32-bit folds and a Barrett step, ``_mod``), so
+they vectorise on AVX2 as well as AVX-512; the same code serves 31-bit data and 23-bit
+switch primes, and ``reduction_fits`` proves each call site's bound per prime.
 """
 
 from __future__ import annotations
@@ -28,15 +29,39 @@ import numpy as np
 from numba import njit, prange
 
 _S32 = np.uint64(32)
+_M32 = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True, inline="always")
-def _mod(w, q, qinv):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """w mod q for any uint64 w < 2**63 and prime q < 2**31 (float quotient, fixed up)."""
-    qhat = np.uint64(np.float64(w) * qinv)
-    t = w + q - qhat * q  # the estimate is off by at most one: t in [0, 3q)
-    t = min(t, t - q)  # branch-free: t − q wraps above t when t < q
+def _mod(w, q, r32, m37):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """w mod q, integer-only, for a prime q < 2**31 and a w whose two folds land below
+    2**37 (``reduction_fits``: each call site's bound is checked per prime when the
+    switching context is built).
+
+    r32 = 2**32 mod q, m37 = ⌊2**37 / q⌋. Two folds w ← (w mod 2**32) + ⌊w / 2**32⌋·r32
+    keep w's residue and shrink it; a Barrett step on ⌊w / 32⌋ (32 bits) estimates the
+    quotient within 3, and two conditional subtractions finish. Every product is
+    32 × 32 → 64 bits (the operands are narrowed first), so the loops vectorise with
+    AVX2's vpmuludq — a float quotient needs AVX-512's uint64 ↔ float64 conversions and
+    ran lane by lane on AVX2 machines.
+    """
+    r = np.uint64(np.uint32(r32))
+    w = (w & _M32) + np.uint64(np.uint32(w >> _S32)) * r
+    w = (w & _M32) + np.uint64(np.uint32(w >> _S32)) * r
+    qhat = (np.uint64(np.uint32(w >> np.uint64(5))) * np.uint64(np.uint32(m37))) >> _S32
+    t = w - np.uint64(np.uint32(qhat)) * np.uint64(np.uint32(q))  # in [0, 4q)
+    t = min(t, t - q - q)  # branch-free: the difference wraps above t when t < 2q
     return min(t, t - q)
+
+
+def reduction_fits(q: int, w_max: int) -> bool:
+    """Whether ``_mod`` is exact for every w ≤ ``w_max`` modulo the prime ``q``."""
+    if not 1 < q < 1 << 31 or w_max >= 1 << 64:
+        return False
+    r32 = (1 << 32) % q
+    f1 = (1 << 32) - 1 + (w_max >> 32) * r32
+    f2 = (1 << 32) - 1 + (f1 >> 32) * r32
+    return f2 < 1 << 37
 
 
 @njit(cache=True, inline="always")
@@ -226,13 +251,16 @@ def _lift_digit(coeffs, qd, i, tb, to_t, row, spec, out):  # type: ignore[no-unt
         if limb == i:
             continue
         ql = q[limb]
-        qinv = 1.0 / np.float64(ql)
-        # centred digit v in (−q_i/2, q_i/2), made non-negative mod q_l by adding q_i·q_l
-        lift = np.int64(qd) * np.int64(ql)
+        r32 = (np.uint64(1) << _S32) % ql
+        m37 = (np.uint64(1) << np.uint64(37)) // ql
+        # centred digit v in (−q_i/2, q_i/2]: v + q_i is in (q_i/2, 3q_i/2] (< 2**32),
+        # so reduce that and take q_i mod q_l off again
+        back = ql - qd % ql
         for x in range(n):
-            v = np.int64(coeffs[x])
-            v = v - np.int64(qd) if v > np.int64(half) else v
-            row[x] = _mod(np.uint64(v + lift), ql, qinv)
+            c = coeffs[x]
+            w = c if c > half else c + qd  # = v + q_i
+            t = _mod(w, ql, r32, m37) + back  # < 2·q_l
+            row[x] = min(t, t - ql)
         ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
         for t in range(n):
             out[limb, t] = np.uint32(flat[to_t[t]])
@@ -267,17 +295,17 @@ def decompose(c1, tb, to_t, from_t, out):  # type: ignore[no-untyped-def]  # pra
 
 
 @njit(cache=True, inline="always")
-def _inner_run(o0, o1, d0, d1, b0, b1, a0, a1, q, qinv, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _inner_run(o0, o1, d0, d1, b0, b1, a0, a1, q, r32, m37, length):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """o0 = d0·b0 + d1·b1, o1 = d0·a0 + d1·a1 mod q over one contiguous run (vectorises)."""
     for x in range(length):
         u = np.uint64(d0[x])
         v = np.uint64(d1[x])
-        o0[x] = _mod(u * np.uint64(b0[x]) + v * np.uint64(b1[x]), q, qinv)
-        o1[x] = _mod(u * np.uint64(a0[x]) + v * np.uint64(a1[x]), q, qinv)
+        o0[x] = _mod(u * np.uint64(b0[x]) + v * np.uint64(b1[x]), q, r32, m37)
+        o1[x] = _mod(u * np.uint64(a0[x]) + v * np.uint64(a1[x]), q, r32, m37)
 
 
 @njit(cache=True, inline="always")
-def _inner(acc, digits, kb, ka, shift, q, qinv, s):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _inner(acc, digits, kb, ka, shift, q, r32, m37, s):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """acc[c, l, t] = Σ_i digits[i, l, σ(t)] · K[i, c, l, t] mod q_l, σ = shift by ``shift``.
 
     Two digits (two data primes); each half of the slot order is two contiguous runs.
@@ -285,7 +313,8 @@ def _inner(acc, digits, kb, ka, shift, q, qinv, s):  # type: ignore[no-untyped-d
     limbs = digits.shape[1]
     for limb in range(limbs):
         ql = q[limb]
-        qi = qinv[limb]
+        rl = r32[limb]
+        ml = m37[limb]
         for h in range(2):
             base = h * s
             # t in [base, base + s − shift) reads base + shift + …; the rest wraps.
@@ -305,7 +334,8 @@ def _inner(acc, digits, kb, ka, shift, q, qinv, s):  # type: ignore[no-untyped-d
                     ka[0, limb, t0 : t0 + length],
                     ka[1, limb, t0 : t0 + length],
                     ql,
-                    qi,
+                    rl,
+                    ml,
                     length,
                 )
 
@@ -318,7 +348,7 @@ def _shoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover - j
 
 
 @njit(cache=True, inline="always")
-def _mod_down(acc_c, k, tb, qinv, crt, to_t, from_t, buf, spec, xs, y):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+def _mod_down(acc_c, k, tb, r32, m37, crt, to_t, from_t, buf, spec, xs, y):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """y[l] = (acc_c[l] − [acc_c]_P) · P^{-1} mod q_l for the k data limbs (slot order).
 
     Two switch limbs: [x]_P = x_a + p_a·((x_b − x_a)·p_a^{-1} mod p_b), centred (exact,
@@ -365,12 +395,13 @@ def _mod_down(acc_c, k, tb, qinv, crt, to_t, from_t, buf, spec, xs, y):  # type:
     row = buf[2]
     for limb in range(k):
         ql = q[limb]
-        qi = qinv[limb]
+        rl = r32[limb]
+        ml = m37[limb]
         pinv = crt[3 + 3 * limb]
         pinv_s = crt[4 + 3 * limb]
         lift = np.int64(crt[5 + 3 * limb])  # a multiple of q_l above P/2: makes xs ≥ 0
         for x in range(n):
-            row[x] = _mod(np.uint64(xs[x] + lift), ql, qi)
+            row[x] = _mod(np.uint64(xs[x] + lift), ql, rl, ml)
         ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
         acc_row = acc_c[limb]
         y_row = y[limb]
@@ -396,9 +427,11 @@ def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     n = c0.shape[2]
     s = n // 2
     limbs = q.shape[0]
-    qinv = np.empty(limbs, dtype=np.float64)
+    r32 = np.empty(limbs, dtype=np.uint64)
+    m37 = np.empty(limbs, dtype=np.uint64)
     for limb in range(limbs):
-        qinv[limb] = 1.0 / np.float64(q[limb])
+        r32[limb] = (np.uint64(1) << _S32) % q[limb]
+        m37[limb] = (np.uint64(1) << np.uint64(37)) // q[limb]
     tasks = steps.shape[0]
     chunks = max(1, min(tasks, threads))
     for chunk in prange(chunks):
@@ -412,9 +445,9 @@ def rotate_hoisted(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
             g = source[task]
             shift = steps[task] % s
             kk = key_index[task]
-            _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, qinv, s)
+            _inner(acc, digits[g], key_b[kk], key_a[kk], shift, q, r32, m37, s)
             for c in range(2):
-                _mod_down(acc[c], k, tb, qinv, crt, to_t, from_t, buf, spec, xs, y[c])
+                _mod_down(acc[c], k, tb, r32, m37, crt, to_t, from_t, buf, spec, xs, y[c])
             _finish_rotation(c0[g], y, shift, q, s, out[target[task]])
 
 

@@ -163,6 +163,17 @@ class SwitchContext:
         return np.ascontiguousarray(done[..., self.to_ntt])
 
 
+def _check_reductions(primes: list[int], k: int, big_p: int) -> None:
+    """``ValueError`` unless ``_keyswitch._mod`` is exact at every call site and limb:
+    inner products (two products of residues < q_l), lifted digits (v + q_i < 3·q_i/2)
+    and, on the k data limbs, the ModDown lift (< P + q_l)."""
+    lifted = 3 * max(primes[:k]) // 2 + 1
+    for limb, q in enumerate(primes):
+        bounds = [2 * (q - 1) ** 2, lifted] + ([big_p + q] if limb < k else [])
+        if not all(ks.reduction_fits(q, w) for w in bounds):
+            raise ValueError(f"prime {q} is outside what the key-switching reduction handles")
+
+
 @functools.lru_cache(maxsize=4)
 def context(params: ParameterSet) -> SwitchContext:
     """The process-wide ``SwitchContext`` of a single-ciphertext parameter set."""
@@ -203,6 +214,7 @@ def context(params: ParameterSet) -> SwitchContext:
     ishoup = (ipsi << np.uint64(32)) // qv.reshape(-1, 1)
     n_inv = np.array([pow(n, -1, q) for q in primes], dtype=np.uint64)
     big_p = pa * pb
+    _check_reductions(primes, k, big_p)
     ainv = pow(pa, -1, pb)
     crt_values = [ainv, (ainv << 32) // pb, big_p]
     for q in params.data_primes:

@@ -189,3 +189,34 @@ def test_scoring_copy_keeps_only_the_keys_its_dimension_needs(
     wide_probe = encrypt_probe(keys, unit_rows(rng, 1, 512)[0].astype(np.float64))
     with pytest.raises(CryptoError, match="no rotation key"):
         score_masked(wide_probe, wide, 0.9, compact)
+
+
+def test_the_integer_reduction_is_exact_up_to_each_call_sites_bound(params: ParameterSet) -> None:
+    # _keyswitch._mod replaces a float quotient (scalar on AVX2 machines) by two 32-bit
+    # folds and a Barrett step; it must agree with Python's % at and below every bound
+    # the context checks, for every limb prime.
+    from numba import njit
+
+    from crypto.he._keyswitch import _mod, reduction_fits
+
+    @njit(cache=False)
+    def reduce_all(w: np.ndarray, q: np.uint64, r32: np.uint64, m37: np.uint64) -> np.ndarray:
+        out = np.empty_like(w)
+        for i in range(w.size):
+            out[i] = _mod(w[i], q, r32, m37)
+        return out
+
+    rng = np.random.default_rng(11)
+    k = len(params.data_primes)
+    big_p = params.switch_primes[0] * params.switch_primes[1]
+    for limb, q in enumerate([*params.data_primes, *params.switch_primes]):
+        bound = 2 * (q - 1) ** 2 if limb >= k else max(2 * (q - 1) ** 2, big_p + q)
+        assert reduction_fits(q, bound)
+        edges = [0, 1, q - 1, q, q + 1, 2 * q, bound - 1, bound]
+        w = np.array(
+            edges + [int(x) for x in rng.integers(0, bound, 20_000, dtype=np.uint64)],
+            dtype=np.uint64,
+        )
+        got = reduce_all(w, np.uint64(q), np.uint64((1 << 32) % q), np.uint64((1 << 37) // q))
+        assert [int(x) for x in got] == [int(x) % q for x in w]
+    assert not reduction_fits(params.switch_primes[0], 1 << 63)  # beyond what it handles
