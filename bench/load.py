@@ -12,8 +12,10 @@ Latency is end to end: gate encryption + match + the gate's reveal + the decisio
 default each gate encrypts its probes before the timed window and the measured
 encryption time is added to each request's latency: gates have their own CPUs, and on
 this 2-core machine encrypting inline (``--inline-encrypt``) takes CPU from the service
-under test. The synthetic templates come with a plaintext oracle; every decision is
-checked against it.
+under test. Only inline encryption commits seeds (each probe is new), so only then does
+the service prepare each gate's next query (``crypto.he.prepared``); ``--no-prepare``
+turns that off in the service for comparison. The synthetic templates come with a
+plaintext oracle; every decision is checked against it.
 
 After every run the service stops gracefully and the run is reconciled
 (:mod:`veilmatch.reconcile`): each acknowledged query has its audit entries, the log
@@ -132,7 +134,10 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             database_url=database_url,
             database_schema=schema,
             match_workers=args.workers,
-            extra_env={"VEILMATCH_HE_PARAMETER_SET": args.parameter_set},
+            extra_env={
+                "VEILMATCH_HE_PARAMETER_SET": args.parameter_set,
+                "VEILMATCH_MATCH_PREPARE": "false" if args.no_prepare else "true",
+            },
         )
         rng = np.random.default_rng(args.seed)
         population = SyntheticPopulation.generate(
@@ -173,15 +178,19 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
                         client, traveller = clients[gate], travellers[gate]
                         begun = time.monotonic()
                         e0 = time.perf_counter()
+                        next_seed = None
                         if args.inline_encrypt:
-                            probe, encrypt_s = client.he.encrypt(traveller.template), 0.0
+                            # commits the next probe's seed (ckks-v2): the service
+                            # prepares that query while this gate's lane waits
+                            sealed = client.encrypt(traveller.template)
+                            probe, next_seed = sealed.probe, sealed.next_seed
                             encrypt_s = time.perf_counter() - e0
                         else:
                             probe, encrypt_s = probes[gate]
                         s0 = time.perf_counter()
                         doc = pseudonymise(key, f"HK-{secrets.randbelow(10**8):08d}")
                         try:
-                            outcome = client.send_probe(probe, doc)
+                            outcome = client.send_probe(probe, doc, next_seed=next_seed)
                         except (ServiceRefusedError, ServiceUnreachableError) as exc:
                             code = getattr(exc, "code", "unreachable")
                             with lock:
@@ -265,6 +274,7 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             "gates": args.gates,
             "match_workers": args.workers,
             "gate_encryption": "inline" if args.inline_encrypt else "precomputed",
+            "prepared_queries": args.inline_encrypt and not args.no_prepare,
             "duration_s": round(window, 1),
             "matches": len(measured),
             "matches_per_s": round(len(measured) / window, 2),
@@ -317,7 +327,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--gates", type=int, default=80, help="registered gates")
     parser.add_argument("--workers", type=int, default=2, help="HE scoring worker processes")
     parser.add_argument("--hit-rate", type=float, default=0.05)
-    parser.add_argument("--inline-encrypt", action="store_true")
+    parser.add_argument(
+        "--inline-encrypt",
+        action="store_true",
+        help="encrypt each probe in the lane (and commit the next probe's seed, so the "
+        "service can prepare the gate's next query)",
+    )
+    parser.add_argument(
+        "--no-prepare", action="store_true", help="run the service with match_prepare off"
+    )
     parser.add_argument(
         "--parameter-set", default="ckks-v2", help="HE parameter set of the service and its gates"
     )
