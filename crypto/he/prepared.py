@@ -56,11 +56,13 @@ class PreparedQuery:
     """The template-independent half of one future query, for one (key, seed, gallery).
 
     ``polys`` (C, 2, k, N) is the masked result with its c1 rows finished and its c0
-    rows still to fill (SEAL's NTT order; the online step writes them in place), ``w0`` (C, k, 2,
-    S) the c0 partial sums from the key-switching parts (slot order), both uint32
-    residues; ``ar`` (C, k, 2, S) the c0 mask terms (A, R0) of each result position;
-    ``rotations``/``order``/``query_id`` the query's secret choices. ≈ 6.4 MB at 100k
-    templates of d = 128. Single use: see :meth:`take`.
+    rows still to fill (SEAL's NTT order; the online step writes them in place); ``w0``
+    (C, k, 2, S) the c0 partial sums of the key-switching parts plus the pad bias and
+    ``ar`` (C, k, 2, S) the c0 mask terms (A, R0), both in result slot order; all uint32
+    residues. ``rotations``/``order``/``query_id`` are the query's secret choices.
+    ≈ 6.4 MB at 100k templates of d = 128. Single use (:meth:`take`); it holds mask
+    secrets, so like the mask pool it stays in the process that made it (the lock makes
+    it unpicklable).
     """
 
     key_id: str
