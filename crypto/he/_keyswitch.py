@@ -33,6 +33,17 @@ _M32 = np.uint64(0xFFFFFFFF)
 
 
 @njit(cache=True, inline="always")
+def _sub_if(x, m):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """x − m if x ≥ m else x, for x, m < 2**63 (every use here: values below 4q < 2**33).
+
+    A signed compare, which AVX2 has: ``min(x, x − m)`` on uint64 (the wrap-around form)
+    needs an unsigned 64-bit min, emulated on AVX2 with five instructions.
+    """
+    v = np.int64(x) - np.int64(m)
+    return np.uint64(v) if v >= 0 else x
+
+
+@njit(cache=True, inline="always")
 def _mod(w, q, r32, m37):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """w mod q, integer-only, for a prime q < 2**31 and a w whose two folds land below
     2**37 (``reduction_fits``: each call site's bound is checked per prime when the
@@ -50,8 +61,8 @@ def _mod(w, q, r32, m37):  # type: ignore[no-untyped-def]  # pragma: no cover - 
     w = (w & _M32) + np.uint64(np.uint32(w >> _S32)) * r
     qhat = (np.uint64(np.uint32(w >> np.uint64(5))) * np.uint64(np.uint32(m37))) >> _S32
     t = w - np.uint64(np.uint32(qhat)) * np.uint64(np.uint32(q))  # in [0, 4q)
-    t = min(t, t - q - q)  # branch-free: the difference wraps above t when t < 2q
-    return min(t, t - q)
+    t = _sub_if(t, q + q)
+    return _sub_if(t, q)
 
 
 def reduction_fits(q: int, w_max: int) -> bool:
@@ -83,8 +94,8 @@ def _mulshoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover 
 @njit(cache=True, inline="always")
 def _ct(u, x, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """One Cooley–Tukey butterfly (Harvey's lazy form: inputs and outputs < 4q)."""
-    u = min(u, u - q2)
-    x = min(x, x - q2)
+    u = _sub_if(u, q2)
+    x = _sub_if(x, q2)
     v = _mulshoup(x, w, ws, q)
     return u + v, u + q2 - v
 
@@ -94,8 +105,8 @@ def _gs(u, v, w, ws, q, q2):  # type: ignore[no-untyped-def]  # pragma: no cover
     """One Gentleman–Sande butterfly (inputs and outputs < 2q)."""
     s = u + v
     x = u + q2 - v
-    x = min(x, x - q2)
-    return min(s, s - q2), _mulshoup(x, w, ws, q)
+    x = _sub_if(x, q2)
+    return _sub_if(s, q2), _mulshoup(x, w, ws, q)
 
 
 @njit(cache=True, inline="always")
@@ -168,8 +179,7 @@ def ntt_t(a, out, psi, psi_shoup, tail, tail_shoup, q):  # type: ignore[no-untyp
     for r in range(8):
         for c in range(blocks):
             x = out[r, c]
-            x = min(x, x - q2)
-            out[r, c] = min(x, x - q)
+            out[r, c] = _sub_if(_sub_if(x, q2), q)
 
 
 @njit(cache=True)
@@ -204,7 +214,7 @@ def intt_t(src, a, ipsi, ipsi_shoup, itail, itail_shoup, q, n_inv, n_inv_shoup):
         t <<= 1
     for j in range(n):
         x = _mulshoup(a[j], n_inv, n_inv_shoup, q)
-        a[j] = min(x, x - q)
+        a[j] = _sub_if(x, q)
 
 
 @njit(parallel=True, cache=True)
@@ -260,7 +270,7 @@ def _lift_digit(coeffs, qd, i, tb, to_t, row, spec, out):  # type: ignore[no-unt
             c = coeffs[x]
             w = c if c > half else c + qd  # = v + q_i
             t = _mod(w, ql, r32, m37) + back  # < 2·q_l
-            row[x] = min(t, t - ql)
+            row[x] = _sub_if(t, ql)
         ntt_t(row, spec, tb[1][limb], tb[2][limb], tb[5][limb], tb[6][limb], ql)
         for t in range(n):
             out[limb, t] = np.uint32(flat[to_t[t]])
@@ -344,7 +354,7 @@ def _inner(acc, digits, kb, ka, shift, q, r32, m37, s):  # type: ignore[no-untyp
 def _shoup(x, w, ws, q):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """x·w mod q for x < 2**32, w < q, ws = ⌊w·2**32 / q⌋ (Shoup), fully reduced."""
     r = _mulshoup(x, w, ws, q)
-    return min(r, r - q)
+    return _sub_if(r, q)
 
 
 @njit(cache=True, inline="always")
@@ -387,9 +397,9 @@ def _mod_down(acc_c, k, tb, r32, m37, crt, to_t, from_t, buf, spec, xs, y):  # t
     xb_row = buf[1]
     for x in range(n):
         xa = xa_row[x]  # < p_a < 2·p_b
-        xab = min(xa, xa - qb)
+        xab = _sub_if(xa, qb)
         d = xb_row[x] + qb - xab
-        d = min(d, d - qb)
+        d = _sub_if(d, qb)
         xv = np.int64(xa) + np.int64(qa) * np.int64(_shoup(d, ainv, ainv_s, qb))
         xs[x] = xv - big_p if xv > half_p else xv  # centred remainder mod P
     row = buf[2]
@@ -407,7 +417,7 @@ def _mod_down(acc_c, k, tb, r32, m37, crt, to_t, from_t, buf, spec, xs, y):  # t
         y_row = y[limb]
         for t in range(n):
             v = acc_row[t] + ql - flat[to_t[t]]
-            y_row[t] = _shoup(min(v, v - ql), pinv, pinv_s, ql)
+            y_row[t] = _shoup(_sub_if(v, ql), pinv, pinv_s, ql)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -464,6 +474,6 @@ def _finish_rotation(c0, y, shift, q, s, out):  # type: ignore[no-untyped-def]  
             ):
                 for x in range(length):
                     v = np.uint64(c0[limb, src0 + x]) + y[0, limb, t0 + x]
-                    out[0, limb, t0 + x] = np.uint32(min(v, v - ql))
+                    out[0, limb, t0 + x] = np.uint32(_sub_if(v, ql))
         for t in range(2 * s):
             out[1, limb, t] = np.uint32(y[1, limb, t])
