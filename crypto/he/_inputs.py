@@ -13,8 +13,10 @@ from crypto.he._kernels import mu_for, r32_for
 from crypto.he._seal import Backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import PublicKeyBundle
+from crypto.he.masks import MaskPool, default_pool, generate_units
+from crypto.he.params import ParameterSet
 
-__all__ = ["kernel_inputs", "query_randomness", "tau_residues"]
+__all__ = ["kernel_inputs", "mask_units", "query_randomness", "tau_residues"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -32,6 +34,18 @@ def query_randomness(
     order = list(range(count))
     random.SystemRandom().shuffle(order)
     return rotations, np.array(order, dtype=np.int64), os.urandom(16)
+
+
+def mask_units(
+    params: ParameterSet, count: int, rng: np.random.Generator | None, pool: MaskPool | None
+) -> npt.NDArray[np.uint32]:
+    """``count`` single-use units of mask material: drawn from ``rng`` if given (tests:
+    the same stream as ``query_randomness``, drawn after it), else taken from ``pool``
+    (default: this process's pool, which generates what it lacks)."""
+    if rng is not None:
+        return generate_units(params, count, rng=rng)
+    units, _ = (pool or default_pool(params)).take(count)
+    return units
 
 
 def tau_residues(be: Backend, gallery: Gallery, threshold: float) -> U64:

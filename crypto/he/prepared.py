@@ -35,13 +35,13 @@ import numpy as np
 import numpy.typing as npt
 
 from crypto.errors import GalleryError, ParameterMismatchError, PreparedQueryError
-from crypto.he._inputs import kernel_inputs, query_randomness, tau_residues
+from crypto.he._inputs import kernel_inputs, mask_units, query_randomness, tau_residues
 from crypto.he._kernels import expand_probe
 from crypto.he._prepared import prepare_half, score_c0
 from crypto.he._seal import Backend, backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import PublicKeyBundle
-from crypto.he.masks import MaskPool, default_pool, generate_units
+from crypto.he.masks import MaskPool
 from crypto.he.rotkeys import rotate_all
 from crypto.he.wire import SEED_BYTES, Probe, seed_words
 
@@ -133,10 +133,7 @@ def prepare_query(
     rotations, order, query_id = query_randomness(count, params.slots, rng)
     full = _rotations_of_seed(be, public, gallery, seed)
     clock.lap("rotations")
-    if rng is not None:
-        units = generate_units(params, count, rng=rng)
-    else:
-        units, _ = (pool or default_pool(params)).take(count)
+    units = mask_units(params, count, rng, pool)
     clock.lap("mask_material")
     polys = np.zeros((count, 2, be.k, be.n), dtype=np.uint32)
     w0 = np.empty((count, be.k, 2, params.slots), dtype=np.uint32)

@@ -42,12 +42,12 @@ from crypto.errors import (
     MalformedInputError,
     ParameterMismatchError,
 )
-from crypto.he._inputs import kernel_inputs, query_randomness, tau_residues
+from crypto.he._inputs import kernel_inputs, mask_units, query_randomness, tau_residues
 from crypto.he._kernels import expand_probe, score_and_mask
 from crypto.he._seal import Backend, backend
 from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, PublicKeyBundle
-from crypto.he.masks import MaskPool, default_pool, generate_units
+from crypto.he.masks import MaskPool
 from crypto.he.params import ParameterSet
 from crypto.he.prepared import PreparedQuery, score_prepared
 from crypto.he.rotkeys import rotate_all
@@ -292,10 +292,7 @@ def score_masked(
         rotations, order, query_id = query_randomness(count, params.slots, rng)
         full = _expand_probe(be, probe, public, clock)
         clock.lap("probe_expand")
-        if rng is not None:
-            units = generate_units(params, count, rng=rng)
-        else:
-            units, _ = (pool or default_pool(params)).take(count)
+        units = mask_units(params, count, rng, pool)
         clock.lap("mask_material")
         out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
         clock.lap("score_and_mask")
