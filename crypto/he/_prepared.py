@@ -227,8 +227,8 @@ def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     c0w = np.empty((k, 2, s + width + d), dtype=np.uint32)
     for p in range(k):
         for h in range(2):
-            for t in range(s + width + d):
-                c0w[p, h, t] = c0[p, h * s + t % s]
+            c0w[p, h, :s] = c0[p, h * s : h * s + s]
+            c0w[p, h, s:] = c0w[p, h, : width + d]  # wrap: no division per position
     slots = np.empty((n_ct, k, s), dtype=np.uint32)
     for task in prange(k * blocks):
         p = task // blocks
