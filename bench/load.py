@@ -5,8 +5,12 @@ process, real TLS and mutual TLS, SQLite or PostgreSQL, embedded OPA, the audit 
 a synthetic watchlist of ``--watchlist`` entries seeded with its enrol/approve audit
 events, ``--gates`` registered gates, then ``--concurrency`` lanes sending real
 encrypted probes back to back for ``--duration`` seconds (after ``--warmup``). Every
-lane waits for its decision before the next traveller (closed loop); a gate never
-exceeds the match policy's per-minute limit.
+lane waits for its decision before the next traveller (closed loop); ``--pace S`` makes
+it wait S seconds more, as a gate does while the next traveller walks up, so the
+offered load is about ``concurrency / S`` per second and the service has idle time. A
+gate never exceeds the match policy's per-minute limit. At the end of the window the
+service's ``/metrics`` are read: how many matches used a prepared query
+(``prepared_used`` / ``prepared_missed``) and the workers' mean scoring time.
 
 Latency is end to end: gate encryption + match + the gate's reveal + the decision. By
 default each gate encrypts its probes before the timed window and the measured
@@ -104,6 +108,26 @@ class GatePool:
         with self._cond:
             self._idle.append(gate)
             self._cond.notify()
+
+
+def scrape_metrics(text: str) -> dict[str, float | None]:
+    """From the service's Prometheus text: mean worker scoring ms and how many matches
+    used a prepared query (``veilmatch_match_prepared_total``)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "veilmatch_match_prepared_total":
+                values[f"prepared_{sample.labels['outcome']}"] = sample.value
+            elif sample.name.startswith("veilmatch_he_score_seconds_"):
+                values[sample.name.rsplit("_", 1)[1]] = sample.value
+    count = values.get("count", 0.0)
+    return {
+        "score_ms_mean": round(values["sum"] / count * 1e3, 1) if count else None,
+        "prepared_used": values.get("prepared_used", 0.0),
+        "prepared_missed": values.get("prepared_missed", 0.0),
+    }
 
 
 def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict[str, Any]:
@@ -213,6 +237,8 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
                             )
                     finally:
                         pool.give(gate)
+                    if args.pace:  # the next traveller walks up to the gate
+                        stop.wait(args.pace)
 
             threads = [threading.Thread(target=lane, daemon=True) for _ in range(concurrency)]
             for thread in threads:
@@ -230,6 +256,8 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             stop.set()
             for thread in threads:
                 thread.join()
+            with stack.staff() as staff:
+                scraped = scrape_metrics(staff.get("/metrics").text)
             for client in clients.values():
                 client.close()
         finally:
@@ -280,6 +308,11 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             "matches_per_s": round(len(measured) / window, 2),
             "latency_s": percentiles([r[2] for r in measured]),
             "service_latency_s": percentiles([r[3] for r in measured]),
+            "offered_per_s": round(concurrency / args.pace, 2) if args.pace else None,
+            # whole run, warm-up included (the service's own counters)
+            "worker_score_ms_mean": scraped["score_ms_mean"],
+            "prepared_used": scraped["prepared_used"],
+            "prepared_missed": scraped["prepared_missed"],
             "gate_encrypt_s": percentiles(encrypt) if encrypt else None,
             "outcomes": dict(collections.Counter(r[4] for r in results)),
             "errors": dict(errors),
@@ -327,6 +360,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--gates", type=int, default=80, help="registered gates")
     parser.add_argument("--workers", type=int, default=2, help="HE scoring worker processes")
     parser.add_argument("--hit-rate", type=float, default=0.05)
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=0.0,
+        help="seconds each lane waits after a crossing before its next traveller (0: back "
+        "to back; a real e-channel gate takes a traveller every ~10-15 s)",
+    )
     parser.add_argument(
         "--inline-encrypt",
         action="store_true",
