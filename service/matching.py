@@ -12,8 +12,9 @@ Prepared queries (single-ciphertext parameter sets): a gate commits the seed of 
 next probe with each match, and :meth:`MatchPool.prepare_soon` has an idle worker do
 the template-independent half of that future query. The preparation lives in that
 worker's memory, so the pool tracks jobs in flight per worker and remembers which
-worker prepared for which gate key: the key's next query goes there if that worker
-is idle, else to the least-loaded worker (the normal path: correct, only slower).
+worker prepared for which gate key: the key's next query goes there unless that worker
+has more than ``WAIT_FOR_PREPARED`` jobs ahead of it, else to the least-loaded worker
+(the normal path: correct, only slower).
 
 The per-query mapping (which masked position is which watchlist row) is the service's
 secret. It lives only in :class:`PendingStore`, in this process's memory, until the
@@ -41,9 +42,23 @@ import numpy.typing as npt
 from service import he_worker
 from service.errors import OverloadedError, QueryExpiredError, UnavailableError
 
-__all__ = ["GalleryHandle", "MatchPool", "PendingQuery", "PendingStore", "ScoreOutcome"]
+__all__ = [
+    "WAIT_FOR_PREPARED",
+    "GalleryHandle",
+    "MatchPool",
+    "PendingQuery",
+    "PendingStore",
+    "ScoreOutcome",
+]
 
 log = logging.getLogger("veilmatch.matching")
+
+#: Jobs a query waits behind, at most, on the worker holding its preparation. The online
+#: half costs about a quarter of a whole query (``docs/benchmarks.md``), so finishing one
+#: job first (often the query's own preparation, still running) and then the online half
+#: beats a whole query on another worker, which on a machine with as many cores as
+#: workers also slows the busy worker down and throws the preparation's work away.
+WAIT_FOR_PREPARED = 1
 
 
 @dataclass(frozen=True)
@@ -192,7 +207,8 @@ class MatchPool:
         the keys they have seen, so the bundle (≈ 4 MB under ckks-v2) is read with
         ``load_bundle`` (blocking; run in a thread) and sent only when the worker that
         took the query does not have it yet. The query goes to the worker that prepared
-        this key's next query if that worker is idle, else to the least-loaded one.
+        this key's next query if at most ``WAIT_FOR_PREPARED`` jobs are ahead of it
+        there, else to the least-loaded one.
         """
         with self._lock:
             handle = self._current
@@ -203,7 +219,7 @@ class MatchPool:
             if not handle.executors:
                 raise UnavailableError("the gallery is not built", code="gallery-not-ready")
             worker = handle.prepared_at.pop(key_ref, None)
-            if worker is None or handle.load[worker] != 0:
+            if worker is None or handle.load[worker] > WAIT_FOR_PREPARED:
                 worker = handle.least_loaded()
             handle.load[worker] += 1
             self._inflight += 1

@@ -27,7 +27,7 @@ from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_
 from gate.client import MATCH_REQUEST_TYPE, _frame
 from service import he_worker
 from service.gates import key_id_for
-from service.matching import GalleryHandle, MatchPool
+from service.matching import WAIT_FOR_PREPARED, GalleryHandle, MatchPool
 from service.tables import idempotency_keys, pending_queries
 from tests.service.conftest import problem
 
@@ -162,11 +162,11 @@ def _bundle() -> bytes:
 SEED = bytes(32)
 
 
-def test_pool_sends_a_query_to_its_preparing_worker_only_when_that_worker_is_idle(
-    fake_workers,
-):
+def test_pool_sends_a_query_to_its_preparing_worker_unless_it_has_a_queue(fake_workers):
     fake = fake_workers
     pool = _pool()
+    handle = pool.current
+    assert handle is not None and WAIT_FOR_PREPARED == 1
 
     async def scenario() -> None:
         # w0 busy with a query: the preparation goes to the idle w1 and is recorded
@@ -184,15 +184,35 @@ def test_pool_sends_a_query_to_its_preparing_worker_only_when_that_worker_is_idl
         # the record was consumed: the next query of that key goes to the least loaded
         await pool.score(b"p", "gate-k", _bundle, 0.5)
         assert fake.where("score", "gate-k") == ["w1", "w0"]
-        # a preparation still running keeps its worker busy: the query goes elsewhere
+        # its preparation still running (one job ahead): the query waits for it there
         release = fake.hold["prepare", "gate-k"] = threading.Event()
         assert pool.prepare_soon("gate-k", _bundle, SEED)
         await asyncio.sleep(0.05)
-        await pool.score(b"p", "gate-k", _bundle, 0.5)
+        waiting = asyncio.ensure_future(pool.score(b"p", "gate-k", _bundle, 0.5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done() and handle.load == [2, 0]
         release.set()
+        await waiting
         await _settle(pool)
         assert fake.where("prepare", "gate-k") == ["w1", "w0"]
-        assert fake.where("score", "gate-k") == ["w1", "w0", "w1"]
+        assert fake.where("score", "gate-k") == ["w1", "w0", "w0"]
+        # two jobs ahead on the preparing worker: the query goes to the least loaded
+        fake.hold["prepare", "gate-k"] = threading.Event()
+        fake.hold["prepare", "gate-j"] = threading.Event()
+        fake.hold["score", "other"] = threading.Event()
+        assert pool.prepare_soon("gate-k", _bundle, SEED)  # both idle: w0
+        assert pool.prepare_soon("gate-j", _bundle, SEED)  # w1
+        other = asyncio.ensure_future(pool.score(b"p", "other", _bundle, 0.5))  # w0
+        await asyncio.sleep(0.05)
+        assert handle.load == [2, 1]
+        elsewhere = asyncio.ensure_future(pool.score(b"p", "gate-k", _bundle, 0.5))
+        await asyncio.sleep(0.05)
+        assert handle.load == [2, 2]
+        for event in fake.hold.values():
+            event.set()
+        await asyncio.gather(other, elsewhere)
+        await _settle(pool)
+        assert fake.where("score", "gate-k") == ["w1", "w0", "w0", "w1"]
 
     asyncio.run(scenario())
     pool.close()
