@@ -42,6 +42,7 @@ from crypto.errors import (
     MalformedInputError,
     ParameterMismatchError,
 )
+from crypto.he import decrypt
 from crypto.he._inputs import kernel_inputs, mask_units, query_randomness, tau_residues
 from crypto.he._kernels import expand_probe, score_and_mask
 from crypto.he._seal import Backend, backend
@@ -143,8 +144,19 @@ def reveal(keys: GateKeyBundle, masked: MaskedResult) -> list[int]:
 
 
 def _masked_values(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.float64]:
-    """Decrypted real parts, shape (count, slots). Gate-internal; tests use it too."""
+    """Decrypted real parts, shape (count, slots). Gate-internal; tests use it too.
+
+    On the residues, all ciphertexts at once (``crypto.he.decrypt``) where the parameter
+    set allows; otherwise through SEAL plaintexts (``_masked_values_seal``).
+    """
     _check_same(keys.params, masked.params, keys.key_id, masked.key_id)
+    if decrypt.supports(keys.params):
+        return decrypt.masked_values(keys, masked.polys)
+    return _masked_values_seal(keys, masked)
+
+
+def _masked_values_seal(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.float64]:
+    """``_masked_values`` one ciphertext at a time, decoded by SEAL (any parameter set)."""
     be = backend(keys.params)
     _, s = keys.secret_residues()
     conj = be.galois_perm(be.conj_elt)
