@@ -6,19 +6,28 @@ Stores, swept in this order:
 - kept probe ciphertexts (state from their alert: ``alert_open``, ``alert_confirmed``,
   ``alert_dismissed``; ``unused`` when no alert holds them any more: no alert, a
   deleted alert, or a redacted one);
-- closed alerts (service status ``dismissed`` → policy state ``dismissed``,
-  ``actionable`` → ``confirmed``, each since ``closed_at``). Deleting an alert deletes
-  its reviews; redacting it deletes its reviews, blanks the links to the traveller's
-  query and the watchlist entries and moves it to status ``redacted`` (no period, never
-  swept again). Open alerts are not swept here: the policy's ``alert/open`` means
-  "never reviewed", which the service's ``open`` status does not tell apart from
-  "partly reviewed";
+- alerts. Closed ones: service status ``dismissed`` → policy state ``dismissed``,
+  ``actionable`` → ``confirmed``, each since ``closed_at``. Open ones that nobody has
+  reviewed (no row in ``svc_alert_reviews``) → policy state ``open`` ("never
+  reviewed"), since ``created_at``. Deleting an alert deletes its reviews; redacting it
+  deletes its reviews, blanks the links to the traveller's query and the watchlist
+  entries and moves it to status ``redacted`` (no period, never swept again). An open
+  alert with one review (waiting for a second officer) is in no policy state and is
+  not swept: the policy's ``alert/open`` period is for alerts never reviewed, and the
+  policy has no period for partly reviewed ones. The state is checked again in the
+  statement that deletes, so an alert reviewed after the sweep listed it stays;
+- kept probe ciphertexts again, state ``unused`` only: the probes of alerts the alert
+  pass just deleted or redacted;
 - audit payloads (state ``recorded`` since the entry's leaf time), removed with
   ``AuditLog.delete_payloads_in``, which writes the ``retention.delete`` event carrying
   the ``deleted`` ranges itself; payloads of retention events are never candidates.
 
 Probes are swept before alerts so that, with the policy's probe periods no longer than
-the alert periods, a probe never outlives the alert that explains it. Each removed
+the alert periods, a probe is deleted no later than the alert that explains it (a probe
+and its alert are stored with the same time, so a never-reviewed alert and its probe go
+in the same sweep). The second, ``unused``-only probe pass removes, in the same sweep,
+any probe whose alert went first (for instance if the periods are ever changed so that
+they no longer line up), so no probe is left pointing at a deleted alert. Each removed
 batch and its ``retention.delete`` audit event commit in one transaction.
 """
 
@@ -36,6 +45,7 @@ from service.ports import ServiceEvent
 from service.tables import alert_reviews, alerts, crossings, probe_records, utc
 
 __all__ = [
+    "NEVER_REVIEWED",
     "REDACTED_ALERT",
     "AlertStore",
     "AuditPayloadStore",
@@ -50,19 +60,26 @@ _PROBE_STATES = {
     "dismissed": "alert_dismissed",
 }
 
-#: Service alert status → the retention policy's ``alert`` state (closed alerts only).
+#: Service alert status → the retention policy's ``alert`` state, for closed alerts.
 _ALERT_STATES = {"actionable": "confirmed", "dismissed": "dismissed"}
+#: The policy's ``alert`` state for an open alert nobody has reviewed yet.
+NEVER_REVIEWED = "open"
 #: Status of a redacted alert: no retention period, so it is never swept again.
 REDACTED_ALERT = "redacted"
 
 
 class ProbeStore:
-    """Kept probe ciphertexts, whose state follows the alert that needed them."""
+    """Kept probe ciphertexts, whose state follows the alert that needed them.
+
+    With ``states``, only those policy states are swept (the store answers no
+    candidates for the others).
+    """
 
     kind = "probe_ciphertext"
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, states: frozenset[str] | None = None) -> None:
         self.ctx = ctx
+        self.states = states
 
     def candidates(
         self, state: str, entered_before: dt.datetime, after: str | None, limit: int
@@ -70,6 +87,8 @@ class ProbeStore:
         """Probe records in ``state`` since before ``entered_before``, by id."""
         from policy.retention import Candidate
 
+        if self.states is not None and state not in self.states:
+            return []
         since = sa.func.coalesce(alerts.c.closed_at, probe_records.c.created_at)
         query = sa.select(probe_records.c.id, since.label("since"), alerts.c.status).select_from(
             probe_records.outerjoin(alerts, alerts.c.id == probe_records.c.alert_id)
@@ -116,8 +135,22 @@ def _cutoff(ctx: ServiceContext, moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=None) if ctx.engine.dialect.name == "sqlite" else moment
 
 
+def _alerts_in(state: str) -> tuple[sa.ColumnElement[bool], sa.Column[Any]] | None:
+    """Where clause for the alerts in the policy's ``alert`` ``state``, and the column
+    holding when they entered it; ``None`` when no alert of the service is in it."""
+    if state == NEVER_REVIEWED:
+        unreviewed = ~sa.exists().where(alert_reviews.c.alert_id == alerts.c.id)
+        return sa.and_(alerts.c.status == "open", unreviewed), alerts.c.created_at
+    wanted = [status for status, mapped in _ALERT_STATES.items() if mapped == state]
+    if not wanted:
+        return None
+    closed = sa.and_(alerts.c.status.in_(wanted), alerts.c.closed_at.is_not(None))
+    return closed, alerts.c.closed_at
+
+
 class AlertStore:
-    """Closed alerts, since they were closed (``closed_at``)."""
+    """Closed alerts since they were closed (``closed_at``), and open alerts nobody
+    reviewed since they were raised (``created_at``)."""
 
     kind = "alert"
 
@@ -127,43 +160,46 @@ class AlertStore:
     def candidates(
         self, state: str, entered_before: dt.datetime, after: str | None, limit: int
     ) -> Sequence[Any]:
-        """Alerts whose status maps to ``state``, closed before ``entered_before``, by id."""
+        """Alerts in ``state`` that entered it before ``entered_before``, by id."""
         from policy.retention import Candidate
 
-        wanted = [status for status, mapped in _ALERT_STATES.items() if mapped == state]
-        if not wanted:
+        selected = _alerts_in(state)
+        if selected is None:
             return []
-        query = sa.select(alerts.c.id, alerts.c.closed_at).where(
-            alerts.c.status.in_(wanted),
-            alerts.c.closed_at.is_not(None),
-            alerts.c.closed_at < _cutoff(self.ctx, entered_before),
+        in_state, since = selected
+        query = sa.select(alerts.c.id, since.label("since")).where(
+            in_state, since < _cutoff(self.ctx, entered_before)
         )
         if after is not None:
             query = query.where(alerts.c.id > after)
         with self.ctx.engine.connect() as conn:
             rows = conn.execute(query.order_by(alerts.c.id).limit(limit)).all()
-        return [Candidate(str(r.id), state, utc(r.closed_at)) for r in rows]
+        return [Candidate(str(r.id), state, utc(r.since)) for r in rows]
 
     def apply(self, batch: Any, on_batch: Any) -> int:
         """Delete or redact the batch's alerts (reviews deleted either way) and audit it,
-        in one transaction. Only alerts still in the batch's state change."""
+        in one transaction. Only alerts still in the batch's state change: the state is
+        checked again by the statement that deletes or redacts them."""
+        selected = _alerts_in(batch.state)
+        if selected is None:
+            return 0
+        in_state, _ = selected
         ids = list(batch.record_ids)
-        statuses = [k for k, v in _ALERT_STATES.items() if v == batch.state]
         with self.ctx.transaction() as conn:
             ids = list(
-                conn.execute(
-                    sa.select(alerts.c.id).where(
-                        alerts.c.id.in_(ids), alerts.c.status.in_(statuses)
-                    )
-                ).scalars()
+                conn.execute(sa.select(alerts.c.id).where(alerts.c.id.in_(ids), in_state)).scalars()
             )
-            conn.execute(alert_reviews.delete().where(alert_reviews.c.alert_id.in_(ids)))
+            if batch.state != NEVER_REVIEWED:
+                # A closed alert takes no more reviews. A never-reviewed one has none to
+                # delete, and a review that lands meanwhile must keep its alert.
+                conn.execute(alert_reviews.delete().where(alert_reviews.c.alert_id.in_(ids)))
+            chosen = sa.and_(alerts.c.id.in_(ids), in_state)
             if batch.action == "delete":
-                result = conn.execute(alerts.delete().where(alerts.c.id.in_(ids)))
+                result = conn.execute(alerts.delete().where(chosen))
             else:
                 result = conn.execute(
                     alerts.update()
-                    .where(alerts.c.id.in_(ids))
+                    .where(chosen)
                     .values(status=REDACTED_ALERT, query_id="", entry_ids="[]")
                 )
             on_batch(batch, conn)
@@ -253,7 +289,8 @@ class AuditPayloadStore:
 
 
 def stores(ctx: ServiceContext) -> list[Any]:
-    """The service's record stores for the sweep (probes before alerts: see the module doc)."""
+    """The service's record stores for the sweep (probes before and after alerts: see
+    the module doc)."""
     from policy.retention_sql import SqlTableStore
 
     log = getattr(ctx.audit, "log", None)
@@ -269,6 +306,7 @@ def stores(ctx: ServiceContext) -> list[Any]:
         ),
         ProbeStore(ctx),
         AlertStore(ctx),
+        ProbeStore(ctx, states=frozenset({"unused"})),  # probes of alerts just removed
         *audit_stores,
     ]
 

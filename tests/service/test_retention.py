@@ -1,7 +1,8 @@
 """Retention of the service's records under the policy, with a controllable clock:
-crossing records, kept probes, closed alerts (with their reviews) and audit payloads
-are deleted or redacted when their period is over, each batch audited; younger
-records stay, and the exported log still verifies offline."""
+crossing records, kept probes, closed alerts (with their reviews), open alerts nobody
+reviewed and audit payloads are deleted or redacted when their period is over, each
+batch audited; younger records and partly reviewed alerts stay, and the exported log
+still verifies offline."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from audit.events import AuditEvent, EventType
 from audit.export import export_log
 from audit.sources import DirectorySource
 from audit.verify import verify_log
+from policy.retention import RetentionBatch
 from service.alerts import create_alert
-from service.retention import run_sweep
+from service.retention import AlertStore, run_sweep
 from service.tables import alert_reviews, alerts, crossings, probe_records
 
 
@@ -107,7 +109,7 @@ def _verify_export(ctx, where):
     return verify_log(DirectorySource(where), log.signer.verifier()).to_dict()
 
 
-def _closed_alert(conn, now, name, status, closed_days_ago, reviewers=()):
+def _closed_alert(conn, now, name, status, closed_days_ago, reviewers=(), open_days=1):
     alert_id = create_alert(
         conn,
         gate_id="gate-x",
@@ -118,7 +120,7 @@ def _closed_alert(conn, now, name, status, closed_days_ago, reviewers=()):
         decision_id="d",
         bundle_digest="b",
         gallery_version="g",
-        now=now - dt.timedelta(days=closed_days_ago + 1),
+        now=now - dt.timedelta(days=closed_days_ago + open_days),
     )
     if status != "open":
         conn.execute(
@@ -180,7 +182,7 @@ def test_sweep_deletes_and_redacts_expired_closed_alerts(service, tmp_path):
     assert redacted.query_id == "" and old_confirmed not in reviewed
     assert rows[young_confirmed].status == "actionable" and young_confirmed in reviewed
     assert rows[young_confirmed].entry_ids == '["wl-1"]'
-    # an open alert is not swept, and neither are its reviews
+    # a partly reviewed open alert is not swept, and neither are its reviews
     assert rows[open_alert].status == "open" and open_alert in reviewed
     assert "probe-old-confirmed" not in probes
 
@@ -239,3 +241,177 @@ def test_sweep_deletes_old_audit_payloads_once_and_log_still_verifies(service, t
     # the next sweep leaves the remaining payloads alone
     run_sweep(ctx, now=now)
     assert entries[young].seq in {e.seq for e in service.audit_entries() if e.payload}
+
+
+def _open_alert(conn, now, name, age_days, reviewers=(), probe_age_days=None):
+    """An open alert raised ``age_days`` ago with ``reviewers`` having confirmed it, and
+    its kept probe (stored with the alert, as the gate API does, unless told)."""
+    raised = now - dt.timedelta(days=age_days)
+    alert_id = create_alert(
+        conn,
+        gate_id="gate-x",
+        query_id=f"q-{name}",
+        entry_ids=["wl-1"],
+        reason="r",
+        severity="medium",
+        decision_id="d",
+        bundle_digest="b",
+        gallery_version="g",
+        now=raised,
+    )
+    for i, reviewer in enumerate(reviewers):
+        conn.execute(
+            alert_reviews.insert().values(
+                id=f"review-{name}-{i}",
+                alert_id=alert_id,
+                reviewer=reviewer,
+                role="officer",
+                verdict="confirm",
+                reason="looks like a match",
+                at=raised + dt.timedelta(days=1),
+            )
+        )
+    probe_at = raised if probe_age_days is None else now - dt.timedelta(days=probe_age_days)
+    conn.execute(
+        probe_records.insert().values(
+            id=f"probe-{name}",
+            query_id=f"q-{name}",
+            alert_id=alert_id,
+            ciphertext=b"\x00" * 64,
+            created_at=probe_at,
+        )
+    )
+    return alert_id
+
+
+def _state(ctx):
+    with ctx.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(alerts))}
+        reviewed = set(conn.execute(sa.select(alert_reviews.c.alert_id)).scalars())
+        probes = set(conn.execute(sa.select(probe_records.c.id)).scalars())
+    return rows, reviewed, probes
+
+
+def _events_since(service, before, kind, state):
+    events = service.audit_entries(types=["retention.delete"])[before:]
+    return [e for e in events if e.payload.get("kind") == kind and e.payload["state"] == state]
+
+
+def test_sweep_deletes_never_reviewed_open_alert_with_its_probe(service, tmp_path):
+    ctx = service.ctx
+    now = ctx.now()
+    # counted before the records exist, so a background sweep cannot hide the event
+    before = len(service.audit_entries(types=["retention.delete"]))
+    with ctx.transaction() as conn:
+        old = _open_alert(conn, now, "never-old", 30.5)  # period (30 days) over
+        young = _open_alert(conn, now, "never-young", 29.5)  # one day younger
+    run_sweep(ctx, now=now)
+
+    rows, _, probes = _state(ctx)
+    assert old not in rows and "probe-never-old" not in probes
+    assert rows[young].status == "open" and "probe-never-young" in probes
+
+    [event] = _events_since(service, before, "alert", "open")
+    assert event.payload["action"] == "delete" and event.payload["count"] == 1
+    assert event.payload["retention_days"] == 30 and event.payload["first_decision_id"]
+    assert event.payload["deleted"] == []
+    assert event.header.policy_digest == ctx.policy.bundle_digest
+    # the probe went in its own audited batch, under the policy's probe period
+    assert _events_since(service, before, "probe_ciphertext", "alert_open")
+
+    report = _verify_export(ctx, tmp_path / "export")
+    assert report["size"] == ctx.audit.log.tree_size()
+
+
+def test_sweep_keeps_partly_reviewed_open_alert(service):
+    ctx = service.ctx
+    now = ctx.now()
+    before = len(service.audit_entries(types=["retention.delete"]))
+    with ctx.transaction() as conn:
+        # one officer confirmed, the second has not reviewed yet
+        partly = _open_alert(conn, now, "partly", 30.5, reviewers=["officer-1"])
+        never = _open_alert(conn, now, "never-same-age", 30.5)
+    run_sweep(ctx, now=now)
+
+    rows, reviewed, _ = _state(ctx)
+    assert rows[partly].status == "open" and partly in reviewed
+    assert never not in rows
+    [event] = _events_since(service, before, "alert", "open")
+    assert event.payload["count"] == 1
+
+
+def test_never_reviewed_rule_leaves_closed_alerts_alone(service):
+    ctx = service.ctx
+    now = ctx.now()
+    before = len(service.audit_entries(types=["retention.delete"]))
+    with ctx.transaction() as conn:
+        # raised long ago, each still within its closed state's period
+        dismissed = _closed_alert(conn, now, "cl-d", "dismissed", 5, ["officer-1"], open_days=40)
+        confirmed = _closed_alert(
+            conn, now, "cl-c", "actionable", 200, ["officer-1", "officer-2"], open_days=40
+        )
+        # redacted by an earlier sweep: no reviews left, no period
+        redacted = _closed_alert(conn, now, "cl-r", "redacted", 400)
+        conn.execute(
+            alerts.update().where(alerts.c.id == redacted).values(query_id="", entry_ids="[]")
+        )
+    run_sweep(ctx, now=now)
+
+    rows, reviewed, _ = _state(ctx)
+    assert rows[dismissed].status == "dismissed" and dismissed in reviewed
+    assert rows[confirmed].status == "actionable" and confirmed in reviewed
+    assert rows[redacted].status == "redacted" and redacted not in reviewed
+    assert not _events_since(service, before, "alert", "open")
+
+
+def test_probe_of_a_deleted_alert_goes_in_the_same_sweep(service):
+    ctx = service.ctx
+    now = ctx.now()
+    before = len(service.audit_entries(types=["retention.delete"]))
+    with ctx.transaction() as conn:
+        # a probe younger than its alert (as if the probe and alert periods no longer
+        # lined up): the probe pass keeps it, the alert pass deletes its alert
+        alert_id = _open_alert(conn, now, "drift", 30.5, probe_age_days=29.5)
+    run_sweep(ctx, now=now)
+
+    rows, _, probes = _state(ctx)
+    assert alert_id not in rows
+    assert "probe-drift" not in probes  # not left pointing at a deleted alert
+    [unused] = _events_since(service, before, "probe_ciphertext", "unused")
+    assert unused.payload["action"] == "delete" and unused.payload["count"] == 1
+
+
+def test_alert_reviewed_after_the_sweep_listed_it_stays(service):
+    ctx = service.ctx
+    now = ctx.now()
+    with ctx.transaction() as conn:
+        alert_id = _open_alert(conn, now, "late-review", 30.5)
+    store = AlertStore(ctx)
+    listed = [c.record_id for c in store.candidates("open", now - dt.timedelta(days=30), None, 100)]
+    assert alert_id in listed
+    with ctx.transaction() as conn:  # an officer reviews before the batch is applied
+        conn.execute(
+            alert_reviews.insert().values(
+                id="review-late",
+                alert_id=alert_id,
+                reviewer="officer-1",
+                role="officer",
+                verdict="confirm",
+                reason="looks like a match",
+                at=now,
+            )
+        )
+    batch = RetentionBatch(
+        kind="alert",
+        state="open",
+        action="delete",
+        record_ids=(alert_id,),
+        decisions=((alert_id, "decision"),),
+        bundle_digest=ctx.policy.bundle_digest,
+        retention_days=30,
+        swept_at=now,
+    )
+    assert store.apply(batch, lambda batch, conn: None) == 0
+
+    rows, reviewed, _ = _state(ctx)
+    assert rows[alert_id].status == "open" and alert_id in reviewed
