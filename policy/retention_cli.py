@@ -9,8 +9,10 @@ import typer
 
 app = typer.Typer(help="Retention: periods in force and sweeps.", no_args_is_help=True)
 
-#: The service provides its stores here: ``record_stores(settings, db_engine)`` returns
-#: ``(stores, on_batch)`` where ``on_batch(batch, conn)`` appends the audit event.
+#: The service provides its stores here (looked up by name, so ``policy`` does not
+#: import ``service``): ``record_stores(settings, db_engine)`` is a context manager
+#: yielding ``(stores, on_batch)``, where ``on_batch(batch, conn)`` appends the batch's
+#: audit event; on exit it checkpoints the audit log if the sweep wrote to it.
 PROVIDER = "service.retention"
 
 
@@ -44,7 +46,10 @@ def sweep_command(
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Records per batch.")] = 500,
 ) -> None:
-    """Delete or redact every record the retention policy says has expired, in audited batches."""
+    """Delete or redact every record the retention policy says has expired, in audited batches.
+
+    Each batch commits with its retention.delete audit event; --dry-run changes nothing.
+    """
     import importlib
     from datetime import UTC, datetime
 
@@ -57,24 +62,27 @@ def sweep_command(
     settings = load_settings()
     try:
         provider = importlib.import_module(PROVIDER).record_stores
-    except (ImportError, AttributeError):
+    except (ImportError, AttributeError) as exc:
         raise RetentionError(
-            f"no record stores: {PROVIDER}.record_stores(settings, db_engine) is not available"
+            f"no record stores: {PROVIDER}.record_stores(settings, db_engine) is not "
+            f"available ({type(exc).__name__}: {exc})"
         ) from None
     db = make_engine(settings)
-    engine, _ = engine_from_settings(settings)
     try:
-        stores, on_batch = provider(settings, db)
-        report = sweep(
-            engine,
-            stores,
-            now=datetime.now(UTC),
-            on_batch=on_batch,
-            batch_size=batch_size,
-            dry_run=dry_run,
-        )
+        engine, _ = engine_from_settings(settings)
+        try:
+            with provider(settings, db) as (stores, on_batch):
+                report = sweep(
+                    engine,
+                    stores,
+                    now=datetime.now(UTC),
+                    on_batch=on_batch,
+                    batch_size=batch_size,
+                    dry_run=dry_run,
+                )
+        finally:
+            engine.close()
     finally:
-        engine.close()
         db.dispose()
     verb = "would remove" if dry_run else "removed"
     for batch in report.batches:

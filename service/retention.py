@@ -29,30 +29,44 @@ in the same sweep). The second, ``unused``-only probe pass removes, in the same 
 any probe whose alert went first (for instance if the periods are ever changed so that
 they no longer line up), so no probe is left pointing at a deleted alert. Each removed
 batch and its ``retention.delete`` audit event commit in one transaction.
+
+The server sweeps with :func:`run_sweep`; ``veilmatch retention sweep`` (in ``policy``,
+which does not import ``service``) gets the same stores and ``on_batch`` from
+:func:`record_stores`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from service.context import ServiceContext
 from service.ports import ServiceEvent
 from service.tables import alert_reviews, alerts, crossings, probe_records, utc
+from veilmatch.settings import Settings
 
 __all__ = [
     "NEVER_REVIEWED",
     "REDACTED_ALERT",
     "AlertStore",
     "AuditPayloadStore",
+    "OnBatch",
     "ProbeStore",
+    "batch_recorder",
+    "record_stores",
     "run_sweep",
     "stores",
 ]
+
+#: ``on_batch(batch, conn)``: appends a removed batch's audit event in its transaction.
+OnBatch = Callable[[Any, Connection], None]
 
 _PROBE_STATES = {
     "open": "alert_open",
@@ -311,9 +325,9 @@ def stores(ctx: ServiceContext) -> list[Any]:
     ]
 
 
-def run_sweep(ctx: ServiceContext, *, now: dt.datetime | None = None) -> int:
-    """One retention sweep over the service's stores; returns records removed."""
-    from policy.retention import sweep
+def batch_recorder(ctx: ServiceContext) -> OnBatch:
+    """The sweep's ``on_batch`` for ``ctx``: appends the batch's ``retention.delete``
+    audit event inside the store's transaction (ids and counts, no record contents)."""
 
     def on_batch(batch: Any, conn: Connection) -> None:
         ctx.record(
@@ -337,6 +351,66 @@ def run_sweep(ctx: ServiceContext, *, now: dt.datetime | None = None) -> int:
             ),
         )
 
+    return on_batch
+
+
+def run_sweep(ctx: ServiceContext, *, now: dt.datetime | None = None) -> int:
+    """One retention sweep over the service's stores; returns records removed."""
+    from policy.retention import sweep
+
     engine = ctx.policy.engine  # type: ignore[attr-defined]
-    report = sweep(engine, stores(ctx), now=now or ctx.now(), on_batch=on_batch, batch_size=200)
+    report = sweep(
+        engine, stores(ctx), now=now or ctx.now(), on_batch=batch_recorder(ctx), batch_size=200
+    )
     return int(report.count())
+
+
+@contextmanager
+def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[Any], OnBatch]]:
+    """The service's stores and ``on_batch`` for a sweep outside the server
+    (``veilmatch retention sweep`` finds this function by name).
+
+    Refuses (``ConfigurationError``) a database whose schema is not up to date, and a
+    key directory without the service's audit log key or KEK: a sweep never creates
+    keys. On exit, if the audit log grew meanwhile (the sweep's ``retention.delete``
+    events, or a running server's entries), a checkpoint is signed over it, also after
+    an error (batches applied before the error stay applied and audited); a dry run on
+    a quiet log therefore writes nothing. Then the context is closed (match pool,
+    policy engine).
+    """
+    from service.lifecycle import build_context
+    from veilmatch.errors import ConfigurationError
+    from veilmatch.migrate import is_up_to_date
+
+    if not is_up_to_date(db_engine):
+        raise ConfigurationError(
+            "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
+        )
+    assert settings.key_dir is not None and settings.kek_file is not None
+    for setting, path in (
+        ("VEILMATCH_KEY_DIR", Path(settings.key_dir) / "audit-log.key"),
+        ("VEILMATCH_KEK_FILE", Path(settings.kek_file)),
+    ):
+        if not path.is_file():
+            raise ConfigurationError(
+                setting, f"{path} does not exist; use the service's keys (a sweep creates none)"
+            )
+    ctx = build_context(settings, db_engine)
+    log: Any = ctx.audit.log  # type: ignore[attr-defined]
+
+    def checkpoint_if_grown(size: int) -> None:
+        if log.tree_size() > size:
+            ctx.audit.flush()
+
+    try:
+        size = log.tree_size()
+        try:
+            yield stores(ctx), batch_recorder(ctx)
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the sweep's own error
+                checkpoint_if_grown(size)
+            raise
+        checkpoint_if_grown(size)
+    finally:
+        ctx.pool.close(wait=True)
+        ctx.policy.engine.close()  # type: ignore[attr-defined]
