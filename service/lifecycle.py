@@ -88,6 +88,7 @@ def build_context(
         face_embedder=face_embedder,
     )
     ctx.pool.on_depth = ctx.metrics.queue_depth.set
+    ctx.pool.on_restart = ctx.metrics.worker_restarts.inc
     ctx.policy_load_event = load_event
     return ctx
 

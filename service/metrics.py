@@ -43,6 +43,11 @@ class ServiceMetrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.worker_restarts = Counter(
+            "veilmatch_match_worker_restarts_total",
+            "Scoring worker processes replaced after one died (its replacement is ready).",
+            registry=self.registry,
+        )
         self.audit_append_seconds = Histogram(
             "veilmatch_audit_append_seconds",
             "Time to append events to the audit log inside the record's transaction.",

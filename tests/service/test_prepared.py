@@ -4,8 +4,9 @@ does the rest (single-ciphertext sets, ckks-v2).
 
 Three layers: the worker functions in this process (real SEAL, a 4-row gallery); the
 pool's routing with thread executors standing in for the worker processes (which
-worker gets a preparation, which a query, when preparing is skipped); and the real
-service over mutual TLS with real worker processes, on each database backend.
+worker gets a preparation, which a query, when preparing is skipped, and a dead worker
+skipped while it is replaced); and the real service over mutual TLS with real worker
+processes, on each database backend.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import datetime as dt
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_set, resolve, reveal
 from gate.client import MATCH_REQUEST_TYPE, _frame
 from service import he_worker
+from service.errors import UnavailableError
 from service.gates import key_id_for
 from service.matching import WAIT_FOR_PREPARED, GalleryHandle, MatchPool
 from service.tables import idempotency_keys, pending_queries
@@ -281,6 +285,190 @@ def test_preparation_sends_the_bundle_when_asked_and_forgets_failures(fake_worke
     pool.close()
     failures = [r for r in caplog.records if r.getMessage() == "query preparation failed"]
     assert [getattr(r, "error_type", None) for r in failures] == ["RuntimeError"]
+
+
+# --- a dead worker: skipped while it is replaced ------------------------------------------
+
+
+class Breakable(ThreadPoolExecutor):
+    """A thread worker that can be made to refuse work the way the executor of a dead
+    worker process does (``BrokenProcessPool`` from ``submit``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(1, thread_name_prefix=name)
+        self.dead = False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        if self.dead:
+            raise BrokenProcessPool("the worker process died")
+        return super().submit(fn, *args, **kwargs)
+
+
+class Restarts:
+    """Replaces the pool's worker start-up: replacements are ``Breakable`` threads named
+    r0, r1…, whose ``he_worker.ready`` answers with ``answer()`` (blocking allowed)."""
+
+    def __init__(self, pool: MatchPool, monkeypatch: Any, answer: Any) -> None:
+        self.started: list[Breakable] = []
+        self.ready_at: list[float] = []
+        self.done: list[int] = []
+        monkeypatch.setattr(pool, "_start_executor", self.start)
+        monkeypatch.setattr(he_worker, "ready", lambda: self._ready(answer))
+        pool.on_restart = lambda: self.done.append(1)
+
+    def start(self, initargs: tuple[Any, ...]) -> Breakable:
+        executor = Breakable(f"r{len(self.started)}")
+        self.started.append(executor)
+        return executor
+
+    def _ready(self, answer: Any) -> str | None:
+        self.ready_at.append(time.monotonic())
+        result: str | None = answer()
+        return result
+
+
+def _breakable_pool(workers: int = 2) -> MatchPool:
+    pool = MatchPool(workers, 8, "ckks-v2")
+    executors = tuple(Breakable(f"w{i}") for i in range(workers))
+    pool._current = GalleryHandle("v1", ("entry",), executors, ("templates", "ckks-v2"))
+    return pool
+
+
+def _kill_worker(handle: GalleryHandle, worker: int) -> None:
+    executor = handle.executors[worker]
+    assert isinstance(executor, Breakable)
+    executor.dead = True
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_pool_never_routes_to_a_worker_being_replaced(fake_workers, monkeypatch, caplog):
+    fake = fake_workers
+    pool = _breakable_pool()
+    handle = pool.current
+    assert handle is not None
+    up = threading.Event()
+    restarts = Restarts(pool, monkeypatch, lambda: "v1" if up.wait(10) else None)
+
+    async def scenario() -> None:
+        assert pool.prepare_soon("gate-k", _bundle, SEED)  # both idle: w0
+        await _settle(pool)
+        assert pool.prepare_soon("gate-j", _bundle, SEED)  # w0 again
+        await _settle(pool)
+        assert dict(handle.prepared_at) == {"gate-k": 0, "gate-j": 0}
+        _kill_worker(handle, 0)
+        # the next query goes to the idle, dead w0: the typed 503, not retried elsewhere
+        with pytest.raises(UnavailableError) as failed:
+            await pool.score(b"p", "other", _bundle, 0.5)
+        assert failed.value.code == "worker-failed" and failed.value.status == 503
+        assert fake.where("score", "other") == []
+        # w0 is out of routing until its replacement is ready; its preparations are gone
+        assert handle.available == [False, True] and not handle.prepared_at
+        hold = fake.hold["score", "slow"] = threading.Event()
+        slow = asyncio.ensure_future(pool.score(b"p", "slow", _bundle, 0.5))
+        await asyncio.sleep(0.05)
+        assert not pool.prepare_soon("gate-k", _bundle, SEED)  # the one live worker is busy
+        queued = asyncio.ensure_future(pool.score(b"p", "gate-k", _bundle, 0.5))
+        await asyncio.sleep(0.05)
+        assert handle.load == [0, 2]  # queued behind w1's job, not sent to w0
+        hold.set()
+        await asyncio.gather(slow, queued)
+        assert pool.prepare_soon("gate-j", _bundle, SEED)  # w1 idle again
+        await _settle(pool)
+        assert fake.where("score", "slow") == fake.where("score", "gate-k") == ["w1"]
+        assert fake.where("prepare", "gate-j") == ["w0", "w1"]
+        assert dict(handle.prepared_at) == {"gate-j": 1}
+        assert restarts.done == [] and len(restarts.started) == 1  # one replacement only
+        up.set()
+        await _until(lambda: handle.available[0])
+        assert restarts.done == [1] and handle.executors[0] is restarts.started[0]
+        await pool.score(b"p", "after", _bundle, 0.5)  # both idle: the new w0
+        assert fake.where("score", "after") == ["r0"]
+
+    with caplog.at_level("INFO", logger="veilmatch.matching"):
+        asyncio.run(scenario())
+    pool.close()
+    logged = [(r.levelname, r.getMessage(), getattr(r, "worker", None)) for r in caplog.records]
+    assert logged == [
+        ("WARNING", "scoring worker died", 0),
+        ("INFO", "scoring worker restarted", 0),
+    ]
+
+
+def test_with_every_worker_restarting_a_query_is_refused_at_once(fake_workers, monkeypatch):
+    fake = fake_workers
+    pool = _breakable_pool(workers=1)
+    handle = pool.current
+    assert handle is not None
+    up = threading.Event()
+    restarts = Restarts(pool, monkeypatch, lambda: "v1" if up.wait(10) else None)
+    depths: list[int] = []
+    pool.on_depth = depths.append
+
+    async def scenario() -> None:
+        fake.hold["prepare", "gate-k"] = threading.Event()
+        _kill_worker(handle, 0)
+        assert not pool.prepare_soon("gate-k", _bundle, SEED)  # found dead on submit
+        assert handle.available == [False] and len(restarts.started) == 1
+        for key in ("a", "b"):
+            with pytest.raises(UnavailableError) as refused:
+                await pool.score(b"p", key, _bundle, 0.5)
+            assert refused.value.code == "worker-failed"
+        assert not pool.prepare_soon("gate-k", _bundle, SEED)
+        assert depths == [] and pool.depth == 0 and handle.load == [0]  # never queued
+        up.set()
+        await _until(lambda: handle.available[0])
+        await pool.score(b"p", "a", _bundle, 0.5)
+        assert fake.where("score", "a") == ["r0"] and fake.ran == [("score", "a", "r0", False)]
+
+    asyncio.run(scenario())
+    pool.close()
+    assert restarts.done == [1]
+
+
+def test_a_worker_that_cannot_start_is_retried_with_growing_delays(
+    fake_workers, monkeypatch, caplog
+):
+    pool = _breakable_pool(workers=1)
+    pool.restart_backoff_s = (0.05, 0.2)
+    handle = pool.current
+    assert handle is not None
+    calls = iter([None, None, None, None, "v1", "v1"])  # four failed starts, then up
+    restarts = Restarts(pool, monkeypatch, lambda: next(calls))
+
+    async def dies() -> None:
+        with pytest.raises(UnavailableError):
+            await pool.score(b"p", "k", _bundle, 0.5)
+
+    async def scenario() -> None:
+        _kill_worker(handle, 0)
+        await dies()
+        await _until(lambda: handle.available[0])
+        # the first try at once, then 0.05, 0.1, 0.2 and 0.2 s (the cap) apart
+        gaps = np.diff(restarts.ready_at)
+        assert len(gaps) == 4 and list(gaps >= [0.05, 0.1, 0.2, 0.2]) == [True] * 4
+        assert restarts.done == [1] and handle.restart_delay == [0.2]
+        # the restarted worker dies at once: no immediate restart this time
+        _kill_worker(handle, 0)
+        await dies()
+        await _until(lambda: handle.available[0])
+        assert restarts.ready_at[-1] - restarts.ready_at[-2] >= 0.2
+        assert restarts.done == [1, 1]
+
+    with caplog.at_level("INFO", logger="veilmatch.matching"):
+        asyncio.run(scenario())
+    pool.close()
+    died = [r for r in caplog.records if r.getMessage() == "scoring worker died"]
+    assert [getattr(r, "restart_in_s", None) for r in died] == [0.0, 0.2]
+    failed = [r for r in caplog.records if r.getMessage() == "scoring worker failed to restart"]
+    assert [getattr(r, "retry_in_s", None) for r in failed] == [0.05, 0.1, 0.2, 0.2]
+    assert {getattr(r, "error_type", None) for r in failed} == {"NotReady"}
+    assert all(executor._shutdown for executor in restarts.started[:4])  # not left running
 
 
 # --- the real service ------------------------------------------------------------------------
