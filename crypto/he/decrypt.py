@@ -7,9 +7,10 @@ three-component form directly, and going through SEAL plaintexts one ciphertext 
 time cost ≈ 0.9 ms each (≈ 45 ms for the 49 results of a 100k watchlist). Here, for
 all result ciphertexts at once:
 
-1. m mod q_i per prime, elementwise (``_decrypt_rows``, exact modular arithmetic);
-2. the inverse NTT of every row (``rotkeys.SwitchContext.intt``, checked against SEAL
-   when the context is built);
+1. m mod q_i per prime, elementwise (exact modular arithmetic), and
+2. the inverse NTT of every row (``_keyswitch.intt_t`` with the key-switching
+   context's tables, checked against SEAL when the context is built), both in
+   ``_decrypt_coefficients``;
 3. the two residues combined by CRT into the centred integer coefficient in
    (−Q/2, Q/2], Q = q0·q1 < 2**62, as float64 (``_crt_centred``; relative error
    2**-53 per coefficient: far below the masking noise);
@@ -27,9 +28,10 @@ import functools
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit, prange
+from numba import njit
 
 from crypto.he._kernels import _mulmod, _red, mu_for
+from crypto.he._keyswitch import intt_t
 from crypto.he._seal import backend
 from crypto.he.keys import GateKeyBundle
 from crypto.he.params import ParameterSet
@@ -44,37 +46,42 @@ def supports(params: ParameterSet) -> bool:
     return params.single_ciphertext and len(params.data_primes) == 2
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _decrypt_rows(polys, s, sc, conj, q, mu, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    """out[i·k + p] = c0 + c1·s + c1[conj]·sc mod q_p, SEAL's NTT order.
+@njit(cache=True, nogil=True)
+def _decrypt_coefficients(polys, s, sc, conj, mu, tb, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """out[i, p] = INTT_p(c0 + c1·s + c1[conj]·sc mod q_p), natural coefficient order.
 
-    polys: uint32 (C, 2, k, N) residues < q; s, sc: uint64 (k, N) the secret key and
-    its conjugate, < q; conj: int64 (N,) the conjugation's index map; out: uint64
-    (C·k, N).
+    polys: uint32 (C, 2, k, N) residues < q in SEAL's NTT order; s, sc: uint64 (k, N)
+    the secret key and its conjugate, < q; conj: int64 (N,) the conjugation's index
+    map; mu: Barrett constants of the data primes; tb: ``SwitchContext.tables`` (data
+    limbs first); out: uint64 (C, k, N). Each row is written straight into the
+    transposed layout ``_keyswitch.intt_t`` reads. One thread on purpose: a gate (or a
+    simulator running many gates in one process) calls this from its own threads, where
+    a parallel region's spinning threads cost more than the ≈ 5 ms it would save.
     """
     count, _, k, n = polys.shape
-    for task in prange(count * k):
-        i = task // k
-        p = task % k
-        qq = q[p]
-        mm = mu[p]
-        c0 = polys[i, 0, p]
-        c1 = polys[i, 1, p]
-        row = out[task]
-        for x in range(n):
-            a = _mulmod(np.uint64(c1[x]), s[p, x], qq, mm)
-            b = _mulmod(np.uint64(c1[conj[x]]), sc[p, x], qq, mm)
-            row[x] = _red(_red(np.uint64(c0[x]) + a, qq) + b, qq)
+    q = tb[0]
+    spec = np.empty((8, n // 8), dtype=np.uint64)
+    for i in range(count):
+        for p in range(k):
+            qq = q[p]
+            mm = mu[p]
+            c0 = polys[i, 0, p]
+            c1 = polys[i, 1, p]
+            for e in range(n):
+                a = _mulmod(np.uint64(c1[e]), s[p, e], qq, mm)
+                b = _mulmod(np.uint64(c1[conj[e]]), sc[p, e], qq, mm)
+                spec[e % 8, e // 8] = _red(_red(np.uint64(c0[e]) + a, qq) + b, qq)
+            intt_t(spec, out[i, p], tb[3][p], tb[4][p], tb[7][p], tb[8][p], qq, tb[9][p], tb[10][p])
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _crt_centred(coeffs, q0, q1, inv, mu1, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     """out[i, x] = the integer ≡ coeffs[i, p, x] mod q_p (p = 0, 1) in (−Q/2, Q/2], as
     float64; Q = q0·q1 < 2**62 and q0 < 2·q1; inv = q0^{-1} mod q1, mu1 Barrett for q1."""
     count, _, n = coeffs.shape
     big_q = q0 * q1
     half = big_q >> np.uint64(1)
-    for i in prange(count):
+    for i in range(count):
         for x in range(n):
             r0 = coeffs[i, 0, x]
             r1 = coeffs[i, 1, x]
@@ -108,9 +115,9 @@ def masked_values(keys: GateKeyBundle, polys: npt.NDArray[np.uint32]) -> npt.NDA
     conj = be.galois_perm(be.conj_elt)
     s = np.ascontiguousarray(s, dtype=np.uint64)
     sc = np.ascontiguousarray(s[:, conj])
-    rows = np.empty((count * k, n), dtype=np.uint64)
-    _decrypt_rows(np.ascontiguousarray(polys), s, sc, conj, be.q, mu_for(be.q), rows)
-    coeffs = ctx.intt(rows, np.tile(np.arange(k, dtype=np.int64), count)).reshape(count, k, n)
+    coeffs = np.empty((count, k, n), dtype=np.uint64)
+    polys = np.ascontiguousarray(polys)
+    _decrypt_coefficients(polys, s, sc, conj, mu_for(be.q), ctx.tables, coeffs)
     q0, q1 = be.q[0], be.q[1]
     centred = np.empty((count, n), dtype=np.float64)
     inv = np.uint64(pow(int(q0), -1, int(q1)))
