@@ -142,7 +142,11 @@ def review_alert(
     """
     if verdict not in ("confirm", "dismiss"):
         raise ConflictError("verdict must be confirm or dismiss", code="bad-verdict")
-    row = conn.execute(sa.select(alerts.c.status).where(alerts.c.id == alert_id)).first()
+    # FOR UPDATE (PostgreSQL): a retention sweep deleting this alert waits for the review,
+    # or the review waits for the sweep and then finds no alert (never a stale insert)
+    row = conn.execute(
+        sa.select(alerts.c.status).where(alerts.c.id == alert_id).with_for_update()
+    ).first()
     if row is None:
         raise NotFoundError("no such alert")
     if row.status != "open":

@@ -30,7 +30,12 @@ def _postgres_admin() -> Engine:
 @pytest.fixture(params=BACKENDS)
 def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """Settings pointing at an empty database of each backend (no schema migrated yet)."""
-    if request.param == "sqlite":
+    yield from settings_for(request.param, tmp_path)
+
+
+def settings_for(backend: str, tmp_path: Path) -> Iterator[Settings]:
+    """Yield settings for an empty database of ``backend``; drop it afterwards."""
+    if backend == "sqlite":
         yield load_settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'test.db'}")
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
