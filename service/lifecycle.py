@@ -162,10 +162,11 @@ def housekeeping(ctx: ServiceContext) -> None:
 
 
 async def housekeeping_loop(
-    ctx: ServiceContext, interval_s: float = 1.0, sweep_every: int = 60
+    ctx: ServiceContext, interval_s: float = 1.0, sweep_every: int = 60, ping_every: int = 5
 ) -> None:
-    """Run :func:`housekeeping` every ``interval_s``, the retention sweep every
-    ``sweep_every`` rounds, until cancelled."""
+    """Run :func:`housekeeping` every ``interval_s``, a liveness check of the idle scoring
+    workers every ``ping_every`` rounds and the retention sweep every ``sweep_every``
+    rounds, until cancelled."""
     from service.retention import run_sweep
 
     rounds = 0
@@ -174,6 +175,8 @@ async def housekeeping_loop(
         rounds += 1
         try:
             await asyncio.to_thread(housekeeping, ctx)
+            if rounds % ping_every == 0:
+                await asyncio.to_thread(ctx.pool.check_idle_workers)
             if rounds % sweep_every == 0:
                 await asyncio.to_thread(run_sweep, ctx)
         except Exception as exc:  # keep the loop alive; the type is enough to diagnose

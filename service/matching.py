@@ -41,7 +41,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -267,6 +267,31 @@ class MatchPool:
             "scoring worker died",
             extra={"worker": worker, "error_type": "BrokenProcessPool", "restart_in_s": delay},
         )
+
+    def check_idle_workers(self, timeout_s: float = 5.0) -> int:
+        """Ping every available worker with nothing in flight (``he_worker.ready``), so a
+        process that died while idle is found and replaced now, not by the next gate's
+        query (which would get a 503). Returns how many were found dead. Blocking (up to
+        ``timeout_s`` per worker, milliseconds when healthy): call it from a thread."""
+        with self._lock:
+            handle = self._current
+            if handle is None:
+                return 0
+            idle = [
+                (worker, handle.executors[worker])
+                for worker in range(len(handle.executors))
+                if handle.available[worker] and handle.load[worker] == 0
+            ]
+        dead = 0
+        for worker, executor in idle:
+            try:
+                executor.submit(he_worker.ready).result(timeout=timeout_s)
+            except BrokenProcessPool:
+                self._worker_failed(handle, worker, executor)
+                dead += 1
+            except (TimeoutError, RuntimeError, CancelledError):
+                continue  # busy after all, or shut down by a rebuild meanwhile
+        return dead
 
     def _replace(self, handle: GalleryHandle, worker: int, dead: Executor, delay: float) -> None:
         """Restart thread: start and warm a new worker for slot ``worker`` and put it in

@@ -136,6 +136,29 @@ def test_a_killed_worker_fails_one_query_then_is_replaced(pool, keys, caplog):
     assert hits == ["entry-4"] and scored_version == version
 
 
+def test_a_worker_that_died_idle_is_found_by_the_liveness_check(pool, keys):
+    match_pool, metrics = pool
+    handle = match_pool.current
+    assert handle is not None
+    check = _checker(match_pool, keys)
+    assert match_pool.check_idle_workers() == 0  # healthy: nothing to do
+    old_pid = _pid(handle, 0)
+    _kill(old_pid)
+    _wait_for(lambda: old_pid not in _children(), "the killed worker to be reaped")
+    # the housekeeping loop's ping finds it before any gate query does
+    assert match_pool.check_idle_workers() == 1
+    assert handle.available == [False, True]
+    _wait_for(lambda: all(handle.available), "the restart")
+    assert _restarts(metrics) == 1.0 and _pid(handle, 0) != old_pid
+    # no query ever saw the dead worker: both answer at once
+    both = asyncio.run(_both(check))
+    assert [hits for hits, _ in both] == [["entry-0"], ["entry-1"]]
+
+
+async def _both(check: Callable[[int], Any]) -> list[Any]:
+    return list(await asyncio.gather(check(0), check(1)))
+
+
 def test_a_rebuild_during_a_restart_wins_and_retires_the_stray_worker(pool, keys, monkeypatch):
     match_pool, metrics = pool
     handle = match_pool.current
