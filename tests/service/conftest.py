@@ -45,6 +45,25 @@ STAFF_PASSWORD = "staff-password-for-tests"
 GATES = ["gate-a", "gate-b", "gate-c", "gate-d", "gate-e"]
 
 
+def raise_test_alert(conn: Any, name: str, raised: dt.datetime) -> str:
+    """An ``open`` alert for query ``q-{name}`` raised at ``raised``, with placeholder
+    decision, bundle and gallery fields (retention and review tests); returns its id."""
+    from service.alerts import create_alert
+
+    return create_alert(
+        conn,
+        gate_id="gate-x",
+        query_id=f"q-{name}",
+        entry_ids=["wl-1"],
+        reason="r",
+        severity="medium",
+        decision_id="d",
+        bundle_digest="b",
+        gallery_version="g",
+        now=raised,
+    )
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1."""
     with socket.socket() as sock:

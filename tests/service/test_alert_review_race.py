@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from service.alerts import create_alert, review_alert
+from service.alerts import review_alert
 from service.errors import NotFoundError
 from service.tables import alerts
 from tests.conftest import POSTGRES_URL, settings_for
+from tests.service.conftest import raise_test_alert
 from veilmatch.settings import Settings
 
 
@@ -26,18 +27,7 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sett
 
 def _alert(engine: Engine, now: dt.datetime) -> str:
     with engine.begin() as conn:
-        return create_alert(
-            conn,
-            gate_id="gate-r",
-            query_id="q-race",
-            entry_ids=["e"],
-            reason="r",
-            severity="medium",
-            decision_id="d",
-            bundle_digest="b",
-            gallery_version="g",
-            now=now,
-        )
+        return raise_test_alert(conn, "race", now)
 
 
 def test_review_after_an_uncommitted_delete_waits_and_finds_no_alert(engine: Engine) -> None:

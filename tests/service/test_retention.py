@@ -18,6 +18,7 @@ from policy.retention import RetentionBatch
 from service.alerts import create_alert
 from service.retention import AlertStore, run_sweep
 from service.tables import alert_reviews, alerts, crossings, probe_records
+from tests.service.conftest import raise_test_alert
 
 
 def test_sweep_deletes_expired_crossings_and_probes(service, tmp_path):
@@ -110,18 +111,7 @@ def _verify_export(ctx, where):
 
 
 def _closed_alert(conn, now, name, status, closed_days_ago, reviewers=(), open_days=1):
-    alert_id = create_alert(
-        conn,
-        gate_id="gate-x",
-        query_id=f"q-{name}",
-        entry_ids=["wl-1"],
-        reason="r",
-        severity="medium",
-        decision_id="d",
-        bundle_digest="b",
-        gallery_version="g",
-        now=now - dt.timedelta(days=closed_days_ago + open_days),
-    )
+    alert_id = raise_test_alert(conn, name, now - dt.timedelta(days=closed_days_ago + open_days))
     if status != "open":
         conn.execute(
             alerts.update()
@@ -247,18 +237,7 @@ def _open_alert(conn, now, name, age_days, reviewers=(), probe_age_days=None):
     """An open alert raised ``age_days`` ago with ``reviewers`` having confirmed it, and
     its kept probe (stored with the alert, as the gate API does, unless told)."""
     raised = now - dt.timedelta(days=age_days)
-    alert_id = create_alert(
-        conn,
-        gate_id="gate-x",
-        query_id=f"q-{name}",
-        entry_ids=["wl-1"],
-        reason="r",
-        severity="medium",
-        decision_id="d",
-        bundle_digest="b",
-        gallery_version="g",
-        now=raised,
-    )
+    alert_id = raise_test_alert(conn, name, raised)
     for i, reviewer in enumerate(reviewers):
         conn.execute(
             alert_reviews.insert().values(
