@@ -30,10 +30,10 @@ def _group() -> None:
 def _open_log(key: Path | None) -> AuditLog:
     from audit.keys import LOG_KEY_FILE, load_signer
     from audit.log import AuditLog
-    from veilmatch.db import make_engine
-    from veilmatch.errors import ConfigurationError
-    from veilmatch.migrate import is_up_to_date
-    from veilmatch.settings import load_settings
+    from core.db import make_engine
+    from core.errors import ConfigurationError
+    from core.migrate import is_up_to_date
+    from core.settings import load_settings
 
     settings = load_settings()
     engine = make_engine(settings)
@@ -59,7 +59,7 @@ def keygen(
 ) -> None:
     """Generate an Ed25519 key: <stem>.key (mode 0600, never commit it) and <stem>.vkey."""
     from audit.keys import generate_key
-    from veilmatch.settings import load_settings
+    from core.settings import load_settings
 
     directory = key_dir or load_settings().key_dir
     assert directory is not None

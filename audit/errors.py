@@ -8,7 +8,7 @@ payload contents: only sequence numbers, sizes, hashes and key names.
 
 from __future__ import annotations
 
-from veilmatch.errors import VeilmatchError
+from core.errors import VeilmatchError
 
 
 class AuditError(VeilmatchError):

@@ -34,9 +34,9 @@ from audit.note import NoteSigner
 from audit.rfc9162 import verify_consistency, verify_inclusion
 from audit.sources import DirectorySource
 from audit.verify import verify_log
-from veilmatch.db import make_engine
-from veilmatch.migrate import upgrade
-from veilmatch.settings import load_settings
+from core.db import make_engine
+from core.migrate import upgrade
+from core.settings import load_settings
 
 SIGNER = NoteSigner.from_seed("bench.veilmatch/audit", bytes(32))
 

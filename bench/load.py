@@ -133,9 +133,9 @@ def scrape_metrics(text: str) -> dict[str, float | None]:
 def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict[str, Any]:
     """One complete run; returns its JSON object."""
     from gate.client import ServiceRefusedError, ServiceUnreachableError, pseudonymise
-    from gate.simulator import HeGateCrypto, SyntheticPopulation, percentiles
     from veilmatch.localrun import LocalStack, seed_watchlist
     from veilmatch.reconcile import reconcile
+    from veilmatch.simulator import HeGateCrypto, SyntheticPopulation, percentiles
 
     phases: dict[str, float] = {}
     schema = None

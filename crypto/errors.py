@@ -6,7 +6,7 @@ ids, sizes and versions only: never key material, templates, ciphertexts or plai
 
 from __future__ import annotations
 
-from veilmatch.errors import VeilmatchError
+from core.errors import VeilmatchError
 
 __all__ = [
     "CryptoError",

@@ -28,8 +28,8 @@ def _group() -> None:
 
 
 def _pipeline() -> FacePipeline:
+    from core.settings import load_settings
     from gate.pipeline import FacePipeline
-    from veilmatch.settings import load_settings
 
     return FacePipeline.from_settings(load_settings())
 
@@ -130,8 +130,8 @@ def models(
     rebuild: Annotated[bool, typer.Option(help="Reconvert the bundled models.")] = False,
 ) -> None:
     """Convert (once) and verify the bundled models; print digests and licences."""
+    from core.settings import load_settings
     from gate.models import DETECTOR, RECOGNISER, ensure_converted
-    from veilmatch.settings import load_settings
 
     settings = load_settings()
     assert settings.model_dir is not None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from veilmatch.errors import VeilmatchError
+from core.errors import VeilmatchError
 
 __all__ = [
     "CaptureError",

@@ -47,7 +47,7 @@ from gate.models import DETECTOR, RECOGNISER, ensure_converted, sha256_file
 from gate.quality import QualityMetrics, QualityThresholds, check_face, measure_face
 
 if TYPE_CHECKING:
-    from veilmatch.settings import Settings
+    from core.settings import Settings
 
 __all__ = ["FacePipeline", "FaceResult", "ModelInfo", "QualityVerdict"]
 

@@ -29,9 +29,9 @@ def _group() -> None:
 
 
 def _bundle(directory: Path | None) -> PolicyBundle:
+    from core.settings import load_settings
     from policy.bundles import PolicyBundle
     from policy.factory import bundle_dir
-    from veilmatch.settings import load_settings
 
     return PolicyBundle.from_dir(directory or bundle_dir(load_settings()))
 
@@ -111,8 +111,8 @@ def evaluate(
     ] = "{}",
 ) -> None:
     """Evaluate one query with the configured engine and print the decision as JSON."""
+    from core.settings import load_settings
     from policy.factory import engine_from_settings
-    from veilmatch.settings import load_settings
 
     if input_json == "-":
         raw = sys.stdin.read()

@@ -7,7 +7,7 @@ error's ``code`` and ``digest``, and show the message only to policy authors).
 
 from __future__ import annotations
 
-from veilmatch.errors import VeilmatchError
+from core.errors import VeilmatchError
 
 
 class PolicyError(VeilmatchError):

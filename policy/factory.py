@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.settings import Settings
 from policy.bundles import PolicyBundle, default_bundle_dir
 from policy.engine import LoadEvent, PolicyEngine
-from veilmatch.settings import Settings
 
 __all__ = ["bundle_dir", "engine_from_settings"]
 

@@ -15,7 +15,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 
-import veilmatch
+import core
+from core.db import make_engine
+from core.migrate import is_up_to_date
+from core.settings import Settings
 from service import api_gate, api_oversight, api_staff, console
 from service.context import ServiceContext
 from service.errors import ServiceError
@@ -23,9 +26,6 @@ from service.gates import claimed_gate
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.ports import ServiceEvent
 from service.problems import install_problem_handlers
-from veilmatch.db import make_engine
-from veilmatch.migrate import is_up_to_date
-from veilmatch.settings import Settings
 
 __all__ = ["create_app", "create_gate_app"]
 
@@ -45,7 +45,7 @@ def _health(engine: Engine) -> tuple[dict[str, Any], bool]:
     healthy = database == "ok" and schema == "current"
     body = {
         "status": "ok" if healthy else "degraded",
-        "version": veilmatch.__version__,
+        "version": core.__version__,
         "database": database,
         "schema": schema,
     }
@@ -115,7 +115,7 @@ async def _audit_denial(request: Request, err: ServiceError) -> None:
 
 
 def _base_app(title: str, listener: str, ctx: ServiceContext | None, engine: Engine) -> FastAPI:
-    app = FastAPI(title=title, version=veilmatch.__version__)
+    app = FastAPI(title=title, version=core.__version__)
     app.state.engine = engine
     app.state.ctx = ctx
     app.state.on_denial = _audit_denial

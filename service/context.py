@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from core.settings import Settings
 from crypto.atrest import FileKek, KeyEncryptionKey
 from service.accounts import Principal, TokenIssuer
 from service.alerts import AlertBus
@@ -27,7 +28,6 @@ from service.groupcommit import AUDIT_BUFFER_KEY, GroupCommitter
 from service.matching import MatchPool, PendingStore
 from service.metrics import ServiceMetrics
 from service.ports import AuditPort, HePort, PolicyDecision, PolicyPort, ServiceEvent
-from veilmatch.settings import Settings
 
 __all__ = ["ServiceContext", "load_or_create_kek", "system_clock"]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from core.errors import VeilmatchError
+from core.settings import Settings
 from service.errors import ServiceError
-from veilmatch.errors import VeilmatchError
-from veilmatch.settings import Settings
 
 __all__ = ["PhotoEmbedder", "PhotoRefusedError"]
 

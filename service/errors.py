@@ -9,7 +9,7 @@ pseudonyms. :mod:`service.problems` is the one place that turns these into HTTP
 
 from __future__ import annotations
 
-from veilmatch.errors import VeilmatchError
+from core.errors import VeilmatchError
 
 __all__ = [
     "AuthenticationError",

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from core.settings import Settings
 from service.accounts import TokenIssuer, ensure_bootstrap_admin
 from service.adapters import AuditLogAdapter, PolicyEngineAdapter, load_or_create_log_signer
 from service.context import ServiceContext, load_or_create_kek, system_clock
@@ -30,7 +31,6 @@ from service.matching import MatchPool
 from service.ports import ServiceEvent
 from service.tables import idempotency_keys, pending_queries
 from service.watchlist import load_gallery_templates
-from veilmatch.settings import Settings
 
 __all__ = ["build_context", "housekeeping", "rebuild_gallery", "start", "stop"]
 

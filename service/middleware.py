@@ -15,10 +15,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.logs import request_id_var
 from service.errors import PayloadTooLargeError
 from service.metrics import ServiceMetrics
 from service.problems import problem_response
-from veilmatch.logs import request_id_var
 
 __all__ = ["BodyLimitMiddleware", "RequestContextMiddleware"]
 

@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.errors import VeilmatchError
+from core.logs import request_id_var
 from crypto.errors import CryptoError, OversizedInputError
 from crypto.signing import SigningError
 from service.errors import GateRefusedError, OverloadedError, RateLimitedError, ServiceError
-from veilmatch.errors import VeilmatchError
-from veilmatch.logs import request_id_var
 
 __all__ = ["PROBLEM_TYPE_BASE", "install_problem_handlers", "problem_response", "to_service_error"]
 

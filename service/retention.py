@@ -47,10 +47,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from core.settings import Settings
 from service.context import ServiceContext
 from service.ports import ServiceEvent
 from service.tables import alert_reviews, alerts, crossings, probe_records, utc
-from veilmatch.settings import Settings
 
 __all__ = [
     "NEVER_REVIEWED",
@@ -378,9 +378,9 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     a quiet log therefore writes nothing. Then the context is closed (match pool,
     policy engine).
     """
+    from core.errors import ConfigurationError
+    from core.migrate import is_up_to_date
     from service.lifecycle import build_context
-    from veilmatch.errors import ConfigurationError
-    from veilmatch.migrate import is_up_to_date
 
     if not is_up_to_date(db_engine):
         raise ConfigurationError(

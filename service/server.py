@@ -22,14 +22,14 @@ from typing import Any
 
 import uvicorn
 
+from core.db import make_engine
+from core.errors import ConfigurationError
+from core.logs import configure_logging
+from core.migrate import upgrade
+from core.settings import Settings
 from service.app import create_app, create_gate_app
 from service.context import ServiceContext
 from service.tls import ClientCertH11Protocol, gate_ssl_context, staff_ssl_context
-from veilmatch.db import make_engine
-from veilmatch.errors import ConfigurationError
-from veilmatch.logs import configure_logging
-from veilmatch.migrate import upgrade
-from veilmatch.settings import Settings
 
 __all__ = ["Listeners", "check_tls_files", "serve"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from veilmatch.db import make_engine
-from veilmatch.migrate import upgrade
-from veilmatch.settings import Settings, load_settings
+from core.db import make_engine
+from core.migrate import upgrade
+from core.settings import Settings, load_settings
 
 POSTGRES_URL = os.environ.get("VEILMATCH_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])

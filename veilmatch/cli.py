@@ -17,11 +17,11 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from audit.cli import app as audit_app
+from core.errors import ConfigurationError, VeilmatchError
+from core.settings import load_settings
 from gate.cli import app as gate_app
 from policy.cli import app as policy_app
-from policy.retention_cli import app as retention_app
-from veilmatch.errors import ConfigurationError, VeilmatchError
-from veilmatch.settings import load_settings
+from veilmatch.retention_cli import app as retention_app
 from veilmatch.simulate import simulate as simulate_command
 
 app = typer.Typer(
@@ -60,8 +60,8 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the latest version (idempotent)."""
-    from veilmatch.db import make_engine
-    from veilmatch.migrate import current_revisions, upgrade
+    from core.db import make_engine
+    from core.migrate import current_revisions, upgrade
 
     settings = load_settings()
     engine = make_engine(settings)
@@ -75,8 +75,8 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revisions the database is at."""
-    from veilmatch.db import make_engine
-    from veilmatch.migrate import current_revisions
+    from core.db import make_engine
+    from core.migrate import current_revisions
 
     revs = current_revisions(make_engine(load_settings()))
     typer.echo(", ".join(sorted(revs)) or "(no schema)")

@@ -100,8 +100,8 @@ def _png(image: Any) -> str:
 
 
 def _pipeline(stack: LocalStack) -> Any:
+    from core.settings import load_settings
     from gate.pipeline import FacePipeline
-    from veilmatch.settings import load_settings
 
     return FacePipeline.from_settings(
         load_settings(data_dir=stack.settings.data_dir, model_dir=MODEL_DIR)
@@ -127,7 +127,7 @@ def run(story: Story) -> None:
     from crypto.he import get_parameter_set
     from gate.client import ServiceRefusedError, pseudonymise
     from gate.samples import face_crops
-    from gate.simulator import HeGateCrypto
+    from veilmatch.simulator import HeGateCrypto
 
     with story.chapter("bootstrap: fresh data directory, development PKI and keys") as out:
         stack = LocalStack.create(
@@ -295,10 +295,10 @@ def _day(
 def _after_hours(story: Story, stack: LocalStack) -> None:
     import sqlalchemy as sa
 
+    from core.db import make_engine
     from service.lifecycle import build_context
     from service.retention import run_sweep
     from service.tables import crossings
-    from veilmatch.db import make_engine
 
     with story.chapter("retention sweep (clock advanced two days, demo only)") as out:
         engine = make_engine(stack.settings)

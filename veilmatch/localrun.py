@@ -43,9 +43,9 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from core.errors import VeilmatchError
+from core.settings import Settings, load_settings
 from crypto.devcerts import DevPki, make_dev_pki
-from veilmatch.errors import VeilmatchError
-from veilmatch.settings import Settings, load_settings
 
 __all__ = [
     "LocalStack",
@@ -317,7 +317,7 @@ class LocalStack:
 
     def engine(self) -> Any:
         """A new SQLAlchemy engine on the stack's database (caller disposes it)."""
-        from veilmatch.db import make_engine
+        from core.db import make_engine
 
         return make_engine(self.settings)
 
@@ -384,12 +384,12 @@ def seed_watchlist(
     This is the bulk path for load tests: through the API each approval rebuilds the
     gallery. Returns the entry ids in row order.
     """
+    from core.db import make_engine
+    from core.migrate import upgrade
     from service import watchlist
     from service.adapters import AuditLogAdapter, load_or_create_log_signer
     from service.context import load_or_create_kek
     from service.ports import ServiceEvent
-    from veilmatch.db import make_engine
-    from veilmatch.migrate import upgrade
 
     assert settings.key_dir is not None and settings.kek_file is not None
     engine = make_engine(settings)

@@ -27,8 +27,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from veilmatch.errors import VeilmatchError
-from veilmatch.settings import Settings
+from core.errors import VeilmatchError
+from core.settings import Settings
 
 __all__ = ["Reconciliation", "ReconciliationError", "reconcile"]
 
@@ -91,8 +91,8 @@ def reconcile(
     from audit.log import AuditLog
     from audit.sources import DirectorySource
     from audit.verify import describe, verify_log
+    from core.db import make_engine
     from service.tables import alerts, pending_queries
-    from veilmatch.db import make_engine
 
     assert settings.key_dir is not None
     key_dir = Path(settings.key_dir)

@@ -1,7 +1,7 @@
 """``veilmatch simulate``: a compressed day of 640,000 crossings against a local service.
 
 Starts a fresh local deployment (:mod:`veilmatch.localrun`), seeds a synthetic
-watchlist, registers gates at Shenzhen Bay and Lo Wu, runs :class:`gate.simulator.
+watchlist, registers gates at Shenzhen Bay and Lo Wu, runs :class:`veilmatch.simulator.
 Simulation`, stops the service, reconciles the audit log and prints one JSON summary.
 Heavy imports happen inside the command so ``veilmatch --help`` stays fast.
 """
@@ -44,9 +44,9 @@ def simulate(
     """Many gates send real encrypted probes over mutual TLS following the daily profile."""
     import numpy as np
 
-    from gate.simulator import HeGateCrypto, Lane, SimConfig, Simulation, SyntheticPopulation
     from veilmatch.localrun import LocalStack, seed_watchlist
     from veilmatch.reconcile import reconcile
+    from veilmatch.simulator import HeGateCrypto, Lane, SimConfig, Simulation, SyntheticPopulation
 
     config = SimConfig(
         start_hour=start_hour,

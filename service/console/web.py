@@ -23,9 +23,9 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from core.errors import VeilmatchError
 from service.errors import AuthenticationError, ServiceError
 from service.problems import to_service_error
-from veilmatch.errors import VeilmatchError
 
 __all__ = [
     "CONSOLE_CSP",

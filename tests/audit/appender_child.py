@@ -8,9 +8,9 @@ import sys
 from datetime import timedelta
 
 from audit.log import AuditLog
+from core.db import make_engine
+from core.settings import load_settings
 from tests.audit.conftest import event, log_signer
-from veilmatch.db import make_engine
-from veilmatch.settings import load_settings
 
 
 def main(ack_path: str, start: int) -> None:

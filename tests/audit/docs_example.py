@@ -12,9 +12,9 @@ from pathlib import Path
 from audit.events import AuditEvent, EventType
 from audit.log import AuditLog
 from audit.note import COSIGNATURE_V1, NoteSigner
-from veilmatch.db import make_engine
-from veilmatch.migrate import upgrade
-from veilmatch.settings import load_settings
+from core.db import make_engine
+from core.migrate import upgrade
+from core.settings import load_settings
 
 LOG_KEY = NoteSigner.from_seed("veilmatch.example/audit", bytes(range(32)))
 WITNESS_KEY = NoteSigner.from_seed("oversight.example/w1", bytes([1]) * 32, COSIGNATURE_V1)

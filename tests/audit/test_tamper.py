@@ -173,9 +173,9 @@ def test_rollback_to_an_older_checkpoint_is_truncation(engine, tmp_path):
 
 def _other_engine(engine, tmp_path):
     """A second database with the same schema: the attacker's alternative history."""
-    from veilmatch.db import make_engine
-    from veilmatch.migrate import upgrade
-    from veilmatch.settings import load_settings
+    from core.db import make_engine
+    from core.migrate import upgrade
+    from core.settings import load_settings
 
     other = make_engine(
         load_settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'fork.db'}")

@@ -22,9 +22,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gate.client import MatchOutcome, ServiceRefusedError, ServiceUnreachableError
-from gate.simulator import HeGateCrypto, SyntheticPopulation
 from tests.conftest import BACKENDS, POSTGRES_URL
 from veilmatch.localrun import LocalStack, seed_watchlist
+from veilmatch.simulator import HeGateCrypto, SyntheticPopulation
 
 WATCHLIST_SIZE = 300
 GATES = [("sb-01", "shenzhen-bay"), ("lw-01", "lo-wu"), ("sb-02", "shenzhen-bay")]

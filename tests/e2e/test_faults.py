@@ -34,7 +34,7 @@ def _audit_query_ids(settings: Any) -> set[str]:
     """Query ids with a ``match.query`` entry (read straight from the log)."""
     from audit.keys import LOG_KEY_FILE, load_signer
     from audit.log import AuditLog
-    from veilmatch.db import make_engine
+    from core.db import make_engine
 
     engine = make_engine(settings)
     try:
@@ -50,8 +50,8 @@ def _audit_query_ids(settings: Any) -> set[str]:
 
 
 def _pending_ids(settings: Any) -> set[str]:
+    from core.db import make_engine
     from service.tables import pending_queries
-    from veilmatch.db import make_engine
 
     engine = make_engine(settings)
     try:
@@ -168,10 +168,10 @@ def test_database_briefly_unavailable(fleet: Fleet, tmp_path: Path) -> None:
 
 
 def test_broken_policy_reload_under_load_keeps_old_policy(tmp_path: Path) -> None:
-    from gate.simulator import SyntheticPopulation
     from policy.bundles import PolicyBundle, default_bundle_dir
     from policy.errors import PolicyLoadError
     from tests.service.conftest import run_service
+    from veilmatch.simulator import SyntheticPopulation
 
     service_gen = run_service("sqlite", tmp_path)
     service = next(service_gen)
@@ -230,7 +230,7 @@ def test_broken_policy_reload_under_load_keeps_old_policy(tmp_path: Path) -> Non
 def _in_process_client(service: Any, gate: str) -> Any:
     from crypto.signing import SigningKey
     from gate.client import GateClient
-    from gate.simulator import HeGateCrypto
+    from veilmatch.simulator import HeGateCrypto
 
     cert, key = service.pki.gate_certs[gate]
     return GateClient(

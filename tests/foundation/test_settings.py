@@ -3,9 +3,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from core.errors import ConfigurationError
+from core.settings import load_settings
 from veilmatch.cli import app
-from veilmatch.errors import ConfigurationError
-from veilmatch.settings import load_settings
 
 
 def test_defaults_use_sqlite_in_data_dir(tmp_path, monkeypatch):

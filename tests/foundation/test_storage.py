@@ -1,7 +1,7 @@
 from sqlalchemy import inspect, text
 
-from veilmatch.db import session_scope
-from veilmatch.migrate import current_revisions, head_revisions, is_up_to_date, upgrade
+from core.db import session_scope
+from core.migrate import current_revisions, head_revisions, is_up_to_date, upgrade
 
 
 def test_upgrade_creates_schema_and_twice_is_noop(raw_engine):

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import VeilmatchError
+from core.settings import load_settings
 from gate.augment import brightness, crop, flip
 from gate.errors import (
     FaceTooSmallError,
@@ -25,8 +27,6 @@ from gate.errors import (
 )
 from gate.pipeline import FacePipeline
 from gate.quality import QualityThresholds
-from veilmatch.errors import VeilmatchError
-from veilmatch.settings import load_settings
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from core.settings import load_settings
 from policy import engine as queries
 from policy._opa import compile_bundle
 from policy.bundles import PolicyBundle
@@ -23,7 +24,6 @@ from policy.factory import engine_from_settings
 from policy.local_opa import LocalOpaServer
 from policy.opa_http import HttpEngine
 from tests.policy.conftest import replace_in
-from veilmatch.settings import load_settings
 
 OFFICER = {"role": "officer", "action": "alert.read", "subject": "officer-1"}
 

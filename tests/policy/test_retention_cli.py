@@ -20,11 +20,11 @@ from audit.export import export_log
 from audit.log import AuditLog
 from audit.sources import DirectorySource
 from audit.verify import verify_log
+from core.settings import Settings
 from service.adapters import load_or_create_log_signer
 from service.context import load_or_create_kek
 from service.tables import crossings
 from veilmatch.cli import app, main
-from veilmatch.settings import Settings
 
 runner = CliRunner()
 
@@ -174,7 +174,7 @@ def test_bad_configuration_is_one_line(
     if setup == "bad-setting":
         monkeypatch.setenv("VEILMATCH_POLICY_ENGINE", "magic")
     if setup != "unmigrated":
-        from veilmatch.migrate import upgrade
+        from core.migrate import upgrade
 
         upgrade(raw_engine)
     code, err = _main(monkeypatch, capsys)

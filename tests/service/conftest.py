@@ -29,16 +29,16 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from core.db import make_engine
+from core.logs import configure_logging
+from core.migrate import upgrade
+from core.settings import Settings, load_settings
 from crypto.devcerts import DevPki, issue_gate_cert, make_dev_pki
 from service.context import ServiceContext
 from service.enrol_photos import PhotoEmbedder
 from service.lifecycle import build_context, start
 from service.server import Listeners
 from tests.conftest import BACKENDS, POSTGRES_URL
-from veilmatch.db import make_engine
-from veilmatch.logs import configure_logging
-from veilmatch.migrate import upgrade
-from veilmatch.settings import Settings, load_settings
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 STAFF_PASSWORD = "staff-password-for-tests"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from core.settings import Settings
 from service.alerts import review_alert
 from service.errors import NotFoundError
 from service.tables import alerts
 from tests.conftest import POSTGRES_URL, settings_for
 from tests.service.conftest import raise_test_alert
-from veilmatch.settings import Settings
 
 
 @pytest.fixture(params=["postgres"] if POSTGRES_URL else [])

@@ -1,4 +1,4 @@
-"""Alembic environment: uses the engine handed over by ``veilmatch.migrate``."""
+"""Alembic environment: uses the engine handed over by ``core.migrate``."""
 
 from alembic import context
 from sqlalchemy import Engine

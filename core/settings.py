@@ -23,7 +23,7 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from veilmatch.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 ENV_PREFIX = "VEILMATCH_"
 CONFIG_FILE_ENV = "VEILMATCH_CONFIG"

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from veilmatch.settings import Settings
+from core.settings import Settings
 
 
 def is_postgres(engine: Engine) -> bool:

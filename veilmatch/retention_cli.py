@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Retention: periods in force and sweeps.", no_args_is_help=True)
+from core.db import make_engine
+from core.settings import load_settings
+from policy.engine import RETENTION_PERIODS
+from policy.factory import engine_from_settings
+from policy.retention import sweep
+from service.retention import record_stores
 
-#: The service provides its stores here (looked up by name, so ``policy`` does not
-#: import ``service``): ``record_stores(settings, db_engine)`` is a context manager
-#: yielding ``(stores, on_batch)``, where ``on_batch(batch, conn)`` appends the batch's
-#: audit event; on exit it checkpoints the audit log if the sweep wrote to it.
-PROVIDER = "service.retention"
+app = typer.Typer(help="Retention: periods in force and sweeps.", no_args_is_help=True)
 
 
 @app.callback()
@@ -24,10 +26,6 @@ def _group() -> None:
 @app.command("periods")
 def periods() -> None:
     """Print the retention periods of the active bundle (kind, state, days, then)."""
-    from policy.engine import RETENTION_PERIODS
-    from policy.factory import engine_from_settings
-    from veilmatch.settings import load_settings
-
     engine, _ = engine_from_settings(load_settings())
     try:
         decision = engine.evaluate(RETENTION_PERIODS, {})
@@ -50,28 +48,12 @@ def sweep_command(
 
     Each batch commits with its retention.delete audit event; --dry-run changes nothing.
     """
-    import importlib
-    from datetime import UTC, datetime
-
-    from policy.errors import RetentionError
-    from policy.factory import engine_from_settings
-    from policy.retention import sweep
-    from veilmatch.db import make_engine
-    from veilmatch.settings import load_settings
-
     settings = load_settings()
-    try:
-        provider = importlib.import_module(PROVIDER).record_stores
-    except (ImportError, AttributeError) as exc:
-        raise RetentionError(
-            f"no record stores: {PROVIDER}.record_stores(settings, db_engine) is not "
-            f"available ({type(exc).__name__}: {exc})"
-        ) from None
     db = make_engine(settings)
     try:
         engine, _ = engine_from_settings(settings)
         try:
-            with provider(settings, db) as (stores, on_batch):
+            with record_stores(settings, db) as (stores, on_batch):
                 report = sweep(
                     engine,
                     stores,
