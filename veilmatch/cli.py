@@ -17,8 +17,11 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from audit.cli import app as audit_app
+from core.db import make_engine
 from core.errors import ConfigurationError, VeilmatchError
+from core.migrate import current_revisions, upgrade
 from core.settings import load_settings
+from crypto.devcerts import make_dev_pki
 from gate.cli import app as gate_app
 from policy.cli import app as policy_app
 from veilmatch.retention_cli import app as retention_app
@@ -52,6 +55,8 @@ def serve(
     gate_port: Annotated[int | None, typer.Option(help="Override the gate (mTLS) port.")] = None,
 ) -> None:
     """Serve the staff API (TLS) and the gate API (mutual TLS), migrating the database first."""
+    # Deferred: the service stack (FastAPI, SEAL, OPA) takes seconds to import, and
+    # every other command (and --help) would pay for it.
     from service.server import serve as run_server
 
     run_server(load_settings(), insecure_http=insecure_http, port=port, gate_port=gate_port)
@@ -60,9 +65,6 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema to the latest version (idempotent)."""
-    from core.db import make_engine
-    from core.migrate import current_revisions, upgrade
-
     settings = load_settings()
     engine = make_engine(settings)
     before = current_revisions(engine)
@@ -75,9 +77,6 @@ def db_upgrade() -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema revisions the database is at."""
-    from core.db import make_engine
-    from core.migrate import current_revisions
-
     revs = current_revisions(make_engine(load_settings()))
     typer.echo(", ".join(sorted(revs)) or "(no schema)")
 
@@ -96,8 +95,6 @@ def dev_certs(
     force: Annotated[bool, typer.Option(help="Regenerate everything, CA included.")] = False,
 ) -> None:
     """Create a development CA, a localhost server certificate and gate client certificates."""
-    from crypto.devcerts import make_dev_pki
-
     settings = load_settings()
     assert settings.key_dir is not None
     pki = make_dev_pki(Path(settings.key_dir), gate or ["gate-dev-1"], force=force)

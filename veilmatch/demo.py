@@ -29,6 +29,7 @@ import base64
 import datetime as dt
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -38,9 +39,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import sqlalchemy as sa
 
+from core.db import make_engine
+from core.settings import load_settings
+from crypto.he import get_parameter_set
+from gate.augment import brightness, rotate
+from gate.client import ServiceRefusedError, pseudonymise
+from gate.pipeline import FacePipeline
+from gate.samples import face_crops
+from service.lifecycle import build_context
+from service.retention import run_sweep
+from service.tables import crossings
 from veilmatch.localrun import LocalStack, StackError, free_port
+from veilmatch.simulator import HeGateCrypto
 
 __all__ = ["DEMO_DIR", "free_port", "main"]
 
@@ -91,8 +105,6 @@ class Story:
 
 
 def _png(image: Any) -> str:
-    import cv2
-
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise StackError("could not encode a photo")
@@ -100,9 +112,6 @@ def _png(image: Any) -> str:
 
 
 def _pipeline(stack: LocalStack) -> Any:
-    from core.settings import load_settings
-    from gate.pipeline import FacePipeline
-
     return FacePipeline.from_settings(
         load_settings(data_dir=stack.settings.data_dir, model_dir=MODEL_DIR)
     )
@@ -110,8 +119,6 @@ def _pipeline(stack: LocalStack) -> Any:
 
 def _transformed(image: Any) -> tuple[str, Any]:
     """The first rotated and re-lit variant (deterministic) of a face crop."""
-    from gate.augment import brightness, rotate
-
     return "rotated 8° and 35 % darker", brightness(rotate(image, -8.0), 0.65)
 
 
@@ -124,11 +131,6 @@ def _check(response: Any, status: int, what: str) -> Any:
 
 def run(story: Story) -> None:
     """The whole story; raises on infrastructure errors, counts unexpected outcomes."""
-    from crypto.he import get_parameter_set
-    from gate.client import ServiceRefusedError, pseudonymise
-    from gate.samples import face_crops
-    from veilmatch.simulator import HeGateCrypto
-
     with story.chapter("bootstrap: fresh data directory, development PKI and keys") as out:
         stack = LocalStack.create(
             DEMO_DIR,
@@ -167,8 +169,6 @@ def _day(
     face_crops: Any,
     pseudonymise: Any,
 ) -> None:
-    import secrets
-
     staff = {
         "officer.chan": "officer",
         "officer.lee": "officer",
@@ -293,13 +293,6 @@ def _day(
 
 
 def _after_hours(story: Story, stack: LocalStack) -> None:
-    import sqlalchemy as sa
-
-    from core.db import make_engine
-    from service.lifecycle import build_context
-    from service.retention import run_sweep
-    from service.tables import crossings
-
     with story.chapter("retention sweep (clock advanced two days, demo only)") as out:
         engine = make_engine(stack.settings)
         try:

@@ -24,11 +24,13 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -43,9 +45,18 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from core.db import make_engine
 from core.errors import VeilmatchError
+from core.migrate import upgrade
 from core.settings import Settings, load_settings
 from crypto.devcerts import DevPki, make_dev_pki
+from crypto.signing import SigningKey
+from gate.client import GateClient
+from service import watchlist
+from service.adapters import AuditLogAdapter, load_or_create_log_signer
+from service.context import load_or_create_kek
+from service.ports import ServiceEvent
+from service.server import serve
 
 __all__ = [
     "LocalStack",
@@ -66,8 +77,6 @@ class StackError(VeilmatchError):
 
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -203,9 +212,6 @@ class LocalStack:
 
     def gate_client(self, gate_id: str, he: Any, signing_key: Any = None) -> Any:
         """A :class:`gate.client.GateClient` for ``gate_id`` (its dev certificate, our clock)."""
-        from crypto.signing import SigningKey
-        from gate.client import GateClient
-
         cert, key = self.pki.gate_certs[gate_id]
         return GateClient(
             self.gate_url,
@@ -317,8 +323,6 @@ class LocalStack:
 
     def engine(self) -> Any:
         """A new SQLAlchemy engine on the stack's database (caller disposes it)."""
-        from core.db import make_engine
-
         return make_engine(self.settings)
 
     @contextmanager
@@ -384,13 +388,6 @@ def seed_watchlist(
     This is the bulk path for load tests: through the API each approval rebuilds the
     gallery. Returns the entry ids in row order.
     """
-    from core.db import make_engine
-    from core.migrate import upgrade
-    from service import watchlist
-    from service.adapters import AuditLogAdapter, load_or_create_log_signer
-    from service.context import load_or_create_kek
-    from service.ports import ServiceEvent
-
     assert settings.key_dir is not None and settings.kek_file is not None
     engine = make_engine(settings)
     try:
@@ -455,8 +452,6 @@ def seed_watchlist(
 
 def _serve_child(clock_offset_s: float) -> None:
     """``veilmatch serve`` with a shifted clock (runs in the child process)."""
-    from service.server import serve
-
     offset = dt.timedelta(seconds=clock_offset_s)
 
     def clock() -> dt.datetime:
@@ -467,8 +462,6 @@ def _serve_child(clock_offset_s: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m veilmatch.localrun serve --clock-offset-s S``."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="veilmatch.localrun")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("--clock-offset-s", type=float, default=0.0)

@@ -27,8 +27,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from audit.errors import AuditError
+from audit.export import export_log
+from audit.keys import LOG_KEY_FILE, load_signer, load_verifier
+from audit.log import AuditLog
+from audit.sources import DirectorySource
+from audit.verify import describe, verify_log
+from core.db import make_engine
 from core.errors import VeilmatchError
 from core.settings import Settings
+from service.tables import alerts, pending_queries
 
 __all__ = ["Reconciliation", "ReconciliationError", "reconcile"]
 
@@ -85,15 +93,6 @@ def reconcile(
     export_dir: Path,
 ) -> Reconciliation:
     """Reconcile the gates' view (query ids acknowledged; query id → outcome received)."""
-    from audit.errors import AuditError
-    from audit.export import export_log
-    from audit.keys import LOG_KEY_FILE, load_signer, load_verifier
-    from audit.log import AuditLog
-    from audit.sources import DirectorySource
-    from audit.verify import describe, verify_log
-    from core.db import make_engine
-    from service.tables import alerts, pending_queries
-
     assert settings.key_dir is not None
     key_dir = Path(settings.key_dir)
     out = Reconciliation(

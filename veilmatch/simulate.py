@@ -13,7 +13,12 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
+
+from veilmatch.localrun import LocalStack, seed_watchlist
+from veilmatch.reconcile import reconcile
+from veilmatch.simulator import HeGateCrypto, Lane, SimConfig, Simulation, SyntheticPopulation
 
 __all__ = ["simulate"]
 
@@ -42,12 +47,6 @@ def simulate(
     quiet: Annotated[bool, typer.Option(help="No progress line.")] = False,
 ) -> None:
     """Many gates send real encrypted probes over mutual TLS following the daily profile."""
-    import numpy as np
-
-    from veilmatch.localrun import LocalStack, seed_watchlist
-    from veilmatch.reconcile import reconcile
-    from veilmatch.simulator import HeGateCrypto, Lane, SimConfig, Simulation, SyntheticPopulation
-
     config = SimConfig(
         start_hour=start_hour,
         hours=hours,

@@ -38,7 +38,14 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from gate.client import GateClient, MatchOutcome, ServiceRefusedError, ServiceUnreachableError
+from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_set, reveal
+from gate.client import (
+    GateClient,
+    MatchOutcome,
+    ServiceRefusedError,
+    ServiceUnreachableError,
+    pseudonymise,
+)
 
 __all__ = [
     "DailyProfile",
@@ -78,8 +85,6 @@ class HeGateCrypto:
     @classmethod
     def generate(cls, parameter_set: str = "ckks-v2") -> HeGateCrypto:
         """Fresh keys under the named parameter set."""
-        from crypto.he import GateKeyBundle, get_parameter_set
-
         return cls(GateKeyBundle.generate(get_parameter_set(parameter_set)))
 
     def public_bundle(self) -> bytes:
@@ -93,14 +98,10 @@ class HeGateCrypto:
 
     def encrypt(self, template: Template, seed: bytes | None = None) -> bytes:
         """Serialized probe for a unit-norm template (under ``seed``, if given)."""
-        from crypto.he import encrypt_probe
-
         return bytes(encrypt_probe(self.keys, template, seed=seed).to_bytes())
 
     def reveal(self, masked_result: bytes) -> list[int]:
         """Positive positions of a masked result (values never leave this object)."""
-        from crypto.he import MaskedResult, reveal
-
         parsed = MaskedResult.from_bytes(masked_result, max_size=MAX_RESULT_BYTES)
         return [int(p) for p in reveal(self.keys, parsed)]
 
@@ -384,8 +385,6 @@ class Simulation:
     # --- lanes --------------------------------------------------------------------
 
     def _serve(self, lane: Lane) -> None:
-        from gate.client import pseudonymise
-
         cfg = self.config
         work = self._queues[lane.site]
         window: list[float] = []
