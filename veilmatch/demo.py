@@ -150,7 +150,7 @@ def run(story: Story) -> None:
         out.append(f"ready in {seconds:.1f} s at {stack.staff_url} and {stack.gate_url}")
         out.append("embedded OPA policy bundle loaded; SQLite database; audit log open")
     try:
-        _day(story, stack, HeGateCrypto, get_parameter_set, face_crops, pseudonymise)
+        _day(story, stack)
     except ServiceRefusedError as exc:
         raise StackError(str(exc)) from None
     finally:
@@ -161,14 +161,23 @@ def run(story: Story) -> None:
     _after_hours(story, stack)
 
 
-def _day(
-    story: Story,
-    stack: LocalStack,
-    he_crypto: Any,
-    get_parameter_set: Any,
-    face_crops: Any,
-    pseudonymise: Any,
-) -> None:
+def _day(story: Story, stack: LocalStack) -> None:
+    """Opening hours: accounts and gates, enrolment, travellers, alert review, statistics."""
+    clients = _staff_and_gates(story, stack)
+    pipeline = _pipeline(stack)
+    crops = {c.person: c for c in face_crops(pipeline)}
+    _enrol(story, stack, crops)
+    try:
+        _travellers(story, clients, pipeline, crops)
+    finally:
+        for client in clients.values():
+            client.close()  # idle keep-alive connections would delay the graceful stop
+    _alert_review(story, stack)
+    _oversight_statistics(story, stack)
+
+
+def _staff_and_gates(story: Story, stack: LocalStack) -> dict[str, Any]:
+    """Staff accounts, then each gate registers its keys and the admin approves it."""
     staff = {
         "officer.chan": "officer",
         "officer.lee": "officer",
@@ -181,16 +190,18 @@ def _day(
         )
         out.append("admin created: " + ", ".join(f"{u} ({r})" for u, r in staff.items()))
         params = get_parameter_set(stack.settings.he_parameter_set)
-        clients = stack.register_gates(GATES, lambda: he_crypto.generate(params.name))
+        clients = stack.register_gates(GATES, lambda: HeGateCrypto.generate(params.name))
         for gate_id, site in GATES:
             out.append(
                 f"gate {gate_id} at {site}: registered its Ed25519 and CKKS public keys, "
                 "approved by the admin"
             )
+    return clients
 
+
+def _enrol(story: Story, stack: LocalStack, crops: dict[str, Any]) -> None:
+    """An officer proposes the watchlist entries from photos; a supervisor approves them."""
     with story.chapter("watchlist: enrol from real photos, four-eyes approval") as out:
-        pipeline = _pipeline(stack)
-        crops = {c.person: c for c in face_crops(pipeline)}
         expires = (stack.now() + dt.timedelta(days=90)).isoformat()
         entries: dict[str, str] = {}
         with stack.staff("officer.chan") as officer, stack.staff("supervisor.wong") as sup:
@@ -220,6 +231,11 @@ def _day(
         out.append("officer.chan could not approve (policy); supervisor.wong approved each")
         out.append("the gallery was re-encoded for matching after each approval")
 
+
+def _travellers(
+    story: Story, clients: dict[str, Any], pipeline: Any, crops: dict[str, Any]
+) -> None:
+    """Each traveller's face is embedded and encrypted at the gate, then matched."""
     with story.chapter("travellers at the gates: local face pipeline, encrypted probes") as out:
         shared_key = secrets.token_bytes(32)
         query_of: dict[str, str] = {}
@@ -245,9 +261,9 @@ def _day(
             query_of[outcome.query_id] = person
         out.append("the service saw only ciphertexts; each gate learnt only its hit count")
 
-    for client in clients.values():
-        client.close()  # idle keep-alive connections would delay the graceful stop
 
+def _alert_review(story: Story, stack: LocalStack) -> None:
+    """Two different officers must confirm the alert; the same one cannot confirm twice."""
     with (
         story.chapter("alert review: two different officers must confirm") as out,
         stack.staff("officer.chan") as chan,
@@ -280,6 +296,9 @@ def _day(
         out.append(f"officer.lee confirms -> status {second.get('status')}")
         story.expect(out, second.get("status") == "actionable", "alert not actionable")
 
+
+def _oversight_statistics(story: Story, stack: LocalStack) -> None:
+    """Oversight sees counts only."""
     with story.chapter("oversight: statistics (counts only)") as out:
         with stack.staff("oversight.ombudsman") as oversight:
             stats = _check(oversight.get("/api/v1/statistics"), 200, "statistics")

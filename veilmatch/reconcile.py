@@ -85,6 +85,15 @@ def _subject(header: Any, prefix: str) -> str | None:
     return None
 
 
+@dataclass
+class _LogView:
+    """What the audit log says about matches: query ids, decisions, alerts raised."""
+
+    queries: set[str] = field(default_factory=set)
+    decided: dict[str, str] = field(default_factory=dict)
+    raised: set[str] = field(default_factory=set)
+
+
 def reconcile(
     settings: Settings,
     acknowledged: Set[str],
@@ -103,77 +112,99 @@ def reconcile(
     engine = make_engine(settings)
     try:
         log = AuditLog(engine, load_signer(key_dir / LOG_KEY_FILE))
-        queries: set[str] = set()
-        decided: dict[str, str] = {}
-        raised: set[str] = set()
-        start = 0
-        while True:
-            page = log.entries(
-                start, None, types=["match.query", "match.decision", "alert.raised"], limit=_PAGE
-            )
-            for entry in page:
-                query_id = _subject(entry.header, "query:")
-                if query_id is None:
-                    continue
-                if entry.header.type == "match.query":
-                    queries.add(query_id)
-                elif entry.header.type == "match.decision":
-                    decided[query_id] = str((entry.payload or {}).get("outcome"))
-                else:
-                    raised.add(query_id)
-            if len(page) < _PAGE:
-                break
-            start = page[-1].seq + 1
-        out.audit_match_queries = len(queries)
-        out.audit_match_decisions = len(decided)
-        out.audit_alerts_raised = len(raised)
-        missing = sorted(acknowledged - queries)
-        if missing:
-            out.problems.append(f"{len(missing)} acknowledged queries without match.query")
-        for query_id, outcome in decisions.items():
-            if decided.get(query_id) != outcome:
-                out.problems.append(
-                    f"query {query_id}: gate got {outcome}, log has {decided.get(query_id)}"
-                )
-            if outcome == "secondary" and query_id not in raised:
-                out.problems.append(f"query {query_id}: secondary without alert.raised")
-        with engine.connect() as conn:
-            out.alert_rows = int(
-                conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar_one()
-            )
-            out.revealed_rows = int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(pending_queries)
-                    .where(pending_queries.c.status == "revealed")
-                ).scalar_one()
-            )
-        if out.alert_rows != len(raised):
-            out.problems.append(f"{out.alert_rows} alert rows but {len(raised)} alert.raised")
-        if out.revealed_rows != len(decided):
-            out.problems.append(
-                f"{out.revealed_rows} revealed queries but {len(decided)} match.decision entries"
-            )
-        size = log.tree_size()
-        out.log_size = size
-        try:
-            checkpointed = log.latest_checkpoint().checkpoint.size
-        except AuditError:
-            checkpointed = 0
-        out.entries_after_last_checkpoint = size - checkpointed
-        if size > checkpointed:
-            log.checkpoint()
-        if export_dir.exists():
-            shutil.rmtree(export_dir)
-        export_log(log, export_dir)
-        verifier = load_verifier(str(key_dir / "audit-log.pub"))
-        try:
-            report = verify_log(DirectorySource(export_dir), verifier)
-            out.verified = report.size == size
-            if not out.verified:
-                out.problems.append(f"verified size {report.size} != log size {size}")
-        except AuditError as exc:
-            out.problems.extend(f"verify: {line}" for line in describe(exc))
+        view = _read_log(log)
+        _compare_with_gates(out, view, acknowledged, decisions)
+        _compare_with_tables(out, view, engine)
+        _checkpoint_and_verify(out, log, key_dir, export_dir)
     finally:
         engine.dispose()
     return out
+
+
+def _read_log(log: AuditLog) -> _LogView:
+    """Page through the match and alert entries of the whole log."""
+    view = _LogView()
+    start = 0
+    while True:
+        page = log.entries(
+            start, None, types=["match.query", "match.decision", "alert.raised"], limit=_PAGE
+        )
+        for entry in page:
+            query_id = _subject(entry.header, "query:")
+            if query_id is None:
+                continue
+            if entry.header.type == "match.query":
+                view.queries.add(query_id)
+            elif entry.header.type == "match.decision":
+                view.decided[query_id] = str((entry.payload or {}).get("outcome"))
+            else:
+                view.raised.add(query_id)
+        if len(page) < _PAGE:
+            return view
+        start = page[-1].seq + 1
+
+
+def _compare_with_gates(
+    out: Reconciliation, view: _LogView, acknowledged: Set[str], decisions: Mapping[str, str]
+) -> None:
+    """Checks 1 and 2: what the gates were told is what the log records."""
+    out.audit_match_queries = len(view.queries)
+    out.audit_match_decisions = len(view.decided)
+    out.audit_alerts_raised = len(view.raised)
+    missing = sorted(acknowledged - view.queries)
+    if missing:
+        out.problems.append(f"{len(missing)} acknowledged queries without match.query")
+    for query_id, outcome in decisions.items():
+        if view.decided.get(query_id) != outcome:
+            out.problems.append(
+                f"query {query_id}: gate got {outcome}, log has {view.decided.get(query_id)}"
+            )
+        if outcome == "secondary" and query_id not in view.raised:
+            out.problems.append(f"query {query_id}: secondary without alert.raised")
+
+
+def _compare_with_tables(out: Reconciliation, view: _LogView, engine: sa.Engine) -> None:
+    """Check 3: alert rows and revealed queries agree with the log's entries."""
+    with engine.connect() as conn:
+        out.alert_rows = int(
+            conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar_one()
+        )
+        out.revealed_rows = int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(pending_queries)
+                .where(pending_queries.c.status == "revealed")
+            ).scalar_one()
+        )
+    if out.alert_rows != len(view.raised):
+        out.problems.append(f"{out.alert_rows} alert rows but {len(view.raised)} alert.raised")
+    if out.revealed_rows != len(view.decided):
+        out.problems.append(
+            f"{out.revealed_rows} revealed queries but {len(view.decided)} match.decision entries"
+        )
+
+
+def _checkpoint_and_verify(
+    out: Reconciliation, log: AuditLog, key_dir: Path, export_dir: Path
+) -> None:
+    """Check 4: checkpoint what a crash left unsigned, export, verify offline."""
+    size = log.tree_size()
+    out.log_size = size
+    try:
+        checkpointed = log.latest_checkpoint().checkpoint.size
+    except AuditError:
+        checkpointed = 0
+    out.entries_after_last_checkpoint = size - checkpointed
+    if size > checkpointed:
+        log.checkpoint()
+    if export_dir.exists():
+        shutil.rmtree(export_dir)
+    export_log(log, export_dir)
+    verifier = load_verifier(str(key_dir / "audit-log.pub"))
+    try:
+        report = verify_log(DirectorySource(export_dir), verifier)
+        out.verified = report.size == size
+        if not out.verified:
+            out.problems.append(f"verified size {report.size} != log size {size}")
+    except AuditError as exc:
+        out.problems.extend(f"verify: {line}" for line in describe(exc))
