@@ -138,5 +138,5 @@ class HttpEngine(PolicyEngine):
             raise PolicyEvaluationError(query, "malformed response from OPA")
         engine_id = body.get("decision_id")
         if "result" not in body:
-            return Outcome(False, None, bundle.digest, engine_id)
-        return Outcome(True, body["result"], bundle.digest, engine_id)
+            return Outcome(False, None, bundle.digest, engine_id, bundle.profile)
+        return Outcome(True, body["result"], bundle.digest, engine_id, bundle.profile)
