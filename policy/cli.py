@@ -94,7 +94,8 @@ def docs(
     from policy.docs import docs_path, render
 
     base = _bundle(directory, profile)
-    bundles = [base] if profile or not base.profiles else [base.with_profile(p) for p in base.profiles]
+    every = [base.with_profile(p) for p in base.profiles]
+    bundles = [base] if profile or not every else every
     if out is not None and len(bundles) > 1:
         typer.echo("error: --out needs --profile (one document per profile)", err=True)
         raise typer.Exit(2)

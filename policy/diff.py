@@ -143,7 +143,8 @@ def _compare_data(old: PolicyBundle, new: PolicyBundle) -> list[Change]:
     b = _comparable_data(new, old)
     changes = []
     if old.profile != new.profile:
-        changes.append(Change("~", "profile", "", "active profile", f"{old.profile} → {new.profile}"))
+        detail = f"{old.profile} → {new.profile}"
+        changes.append(Change("~", "profile", "", "active profile", detail))
     for key in sorted(a.keys() | b.keys()):
         if key not in a:
             changes.append(Change("+", "data", "", key, b[key]))
@@ -165,6 +166,7 @@ def diff_bundles(old: PolicyBundle, new: PolicyBundle) -> list[Change]:
 
 def format_changes(old: PolicyBundle, new: PolicyBundle, changes: list[Change]) -> list[str]:
     """Printable report: digests, then one line per change."""
+
     def label(bundle: PolicyBundle) -> str:
         suffix = f" (profile {bundle.profile})" if bundle.profile else ""
         return f"{bundle.source} {bundle.digest}{suffix}"

@@ -47,9 +47,7 @@ def legal_basis(bundle: PolicyBundle, key: str) -> str:
     return _cite(data.get("legal_bases", {}), data.get("rule_bases", {}).get(key))
 
 
-def profile_section(
-    bundle: PolicyBundle, engine: Any, test_notes: list[Annotation]
-) -> list[str]:
+def profile_section(bundle: PolicyBundle, engine: Any, test_notes: list[Annotation]) -> list[str]:
     """``## Jurisdiction profile`` with its tables and test cases."""
     data = profile_data(bundle)
     if not data:
@@ -143,7 +141,9 @@ def _obligations(data: Mapping[str, Any], catalogue: Mapping[str, Any]) -> list[
             o.get("kind"),
             "always"
             if o.get("trigger") == "always"
-            else f"from {o.get('threshold'):,} people" if o.get("threshold") else o.get("trigger"),
+            else f"from {o.get('threshold'):,} people"
+            if o.get("threshold")
+            else o.get("trigger"),
             o.get("deadline"),
             _cite(catalogue, o.get("bases"))
             + (TO_CONFIRM if o.get("status") == "to-confirm" else ""),

@@ -26,9 +26,7 @@ class UnknownProfileError(BundleError):
 
     def __init__(self, profile: str, available: tuple[str, ...], source: str) -> None:
         known = ", ".join(available) if available else "none"
-        super().__init__(
-            f"unknown policy profile {profile[:64]!r}: {source} defines {known}"
-        )
+        super().__init__(f"unknown policy profile {profile[:64]!r}: {source} defines {known}")
         self.profile = profile
         self.available = available
 

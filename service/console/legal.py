@@ -20,8 +20,8 @@ from markupsafe import Markup
 from policy.bundles import PolicyBundle, default_bundle_dir
 from policy.errors import BundleError
 from service.console import auditview
-from service.console.obligations import obligations_for
 from service.console.markdown import to_html
+from service.console.obligations import obligations_for
 from service.console.policyhistory import ACTIVE, PolicyHistory
 from service.console.session import SessionDep, allowed, require_page
 from service.console.web import ConsoleRoute, render

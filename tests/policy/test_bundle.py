@@ -42,7 +42,7 @@ def test_the_default_profile_is_eu_and_each_profile_has_its_own_digest(
 
 
 def test_an_unknown_profile_is_refused_with_the_known_ones(bundle: PolicyBundle) -> None:
-    with pytest.raises(UnknownProfileError, match="'mars'.*defines cn-mainland, eu, hk") as caught:
+    with pytest.raises(UnknownProfileError, match=r"'mars'.*defines cn-mainland, eu, hk") as caught:
         PolicyBundle.from_dir(default_bundle_dir(), profile="mars")
     assert caught.value.profile == "mars" and caught.value.available == bundle.profiles
     assert isinstance(caught.value, BundleError)
