@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     policy_engine: Literal["embedded", "http"] = "embedded"
     opa_url: str = Field("http://127.0.0.1:8181", description="OPA server for policy_engine=http.")
     policy_dir: Path | None = Field(None, description="Rego policies and data; default: bundled.")
+    policy_profile: str = Field(
+        "eu",
+        pattern=r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$",
+        description="Jurisdiction profile of the policy bundle (eu, hk, cn-mainland).",
+    )
     model_dir: Path | None = Field(None, description="Face model cache; default data_dir/models.")
     gate_model_pack: str | None = Field(
         None,

@@ -14,9 +14,13 @@ from typing import Any
 from opa_bindings import OpaEngine, OpaError, OpaUndefinedError
 
 from policy.bundles import PolicyBundle
-from policy.errors import PolicyError, PolicyLoadError
+from policy.errors import PolicyError, PolicyLoadError, ProfileDataError
+
+#: The rule listing inconsistencies in the profile data (checked at every load).
+PROFILE_PROBLEMS = "veilmatch.profile.problems"
 
 __all__ = [
+    "PROFILE_PROBLEMS",
     "OpaEngine",
     "OpaError",
     "OpaUndefinedError",
@@ -29,7 +33,9 @@ __all__ = [
 def compile_bundle(bundle: PolicyBundle, *, include_tests: bool = False) -> OpaEngine:
     """A fresh engine holding ``bundle`` (tests too if asked), fully compiled.
 
-    Raises ``PolicyLoadError`` with the engine's message on any parse or compile error.
+    Raises ``PolicyLoadError`` with the engine's message on any parse or compile error,
+    and ``ProfileDataError`` when the bundle defines profiles and
+    ``veilmatch.profile.problems`` is not empty (or undefined).
     """
     engine = OpaEngine()
     try:
@@ -39,10 +45,23 @@ def compile_bundle(bundle: PolicyBundle, *, include_tests: bool = False) -> OpaE
         for data_path in sorted(bundle.data):
             engine.add_data(bundle.data[data_path], data_path)
         engine.eval_query("__veilmatch_probe := true")
+        problems = _profile_problems(engine) if bundle.profiles else ()
     except OpaError as exc:
         engine.close()
         raise PolicyLoadError(bundle.digest, exc.message) from None
+    if problems:
+        engine.close()
+        raise ProfileDataError(bundle.digest, problems)
     return engine
+
+
+def _profile_problems(engine: OpaEngine) -> tuple[str, ...]:
+    """Sorted problems of the profile data; a bundle without the check is a problem too."""
+    try:
+        found = engine.eval_document(PROFILE_PROBLEMS)
+    except OpaUndefinedError:
+        return (f"the bundle defines profiles but no {PROFILE_PROBLEMS} rule",)
+    return tuple(sorted(str(p) for p in found or ()))
 
 
 _scratch: OpaEngine | None = None

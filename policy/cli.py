@@ -20,7 +20,14 @@ DirOption = Annotated[
         "--dir", help="Bundle directory (default: VEILMATCH_POLICY_DIR or the bundled one)."
     ),
 ]
-DEFAULT_DOCS = Path("docs/policies.md")
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="Jurisdiction profile (eu, hk, cn-mainland; default: VEILMATCH_POLICY_PROFILE).",
+    ),
+]
+DOCS_DIR = Path("docs")
 
 
 @app.callback()
@@ -28,28 +35,44 @@ def _group() -> None:
     """Policy commands."""
 
 
-def _bundle(directory: Path | None) -> PolicyBundle:
+def _bundle(directory: Path | None, profile: str | None = None) -> PolicyBundle:
+    """The bundle under ``profile``, else the configured profile if the bundle has it."""
     from core.settings import load_settings
     from policy.bundles import PolicyBundle
+    from policy.errors import PolicyError
     from policy.factory import bundle_dir
 
-    return PolicyBundle.from_dir(directory or bundle_dir(load_settings()))
+    settings = load_settings()
+    try:
+        bundle = PolicyBundle.from_dir(directory or bundle_dir(settings))
+        if profile is not None:
+            return bundle.with_profile(profile)
+        if bundle.profiles:
+            return bundle.with_profile(settings.policy_profile)
+        return bundle
+    except PolicyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("test")
 def test(
     directory: DirOption = None,
+    profile: ProfileOption = None,
     min_coverage: Annotated[
         float, typer.Option(help="Fail below this line coverage (percent).")
     ] = 100.0,
 ) -> None:
-    """Run the Rego tests with coverage; exit 1 on a failure or low coverage."""
-    from policy.rego_tests import run_tests
+    """Run the Rego tests with coverage, once per profile (or only --profile); exit 1 on
+    a failure or low coverage in any."""
+    from policy.rego_tests import run_all_profiles, run_tests
 
-    report = run_tests(_bundle(directory))
-    for line in report.lines():
-        typer.echo(line)
-    if not report.ok(min_coverage):
+    bundle = _bundle(directory, profile)
+    reports = [run_tests(bundle)] if profile else run_all_profiles(bundle)
+    for report in reports:
+        for line in report.lines():
+            typer.echo(line)
+    if not all(report.ok(min_coverage) for report in reports):
         typer.echo(f"FAILED (coverage must be at least {min_coverage:.2f}%)", err=True)
         raise typer.Exit(1)
 
@@ -57,50 +80,80 @@ def test(
 @app.command("docs")
 def docs(
     directory: DirOption = None,
-    out: Annotated[Path, typer.Option(help="Where to write the Markdown.")] = DEFAULT_DOCS,
+    profile: ProfileOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the Markdown (only with one profile)."),
+    ] = None,
     check: Annotated[
-        bool, typer.Option("--check", help="Only check that OUT is up to date (exit 1 if not).")
+        bool, typer.Option("--check", help="Only check that the files are up to date (exit 1).")
     ] = False,
 ) -> None:
-    """Render docs/policies.md from the policies' METADATA, data and test tables."""
-    from policy.docs import render
+    """Render the legal documentation per profile from the policies' METADATA, data and
+    test tables: docs/policies.md (eu) and docs/policies-<profile>.md; --profile P only P."""
+    from policy.docs import docs_path, render
 
-    text = render(_bundle(directory))
+    base = _bundle(directory, profile)
+    every = [base.with_profile(p) for p in base.profiles]
+    bundles = [base] if profile or not every else every
+    if out is not None and len(bundles) > 1:
+        typer.echo("error: --out needs --profile (one document per profile)", err=True)
+        raise typer.Exit(2)
+    stale = False
+    for bundle in bundles:
+        target = out or docs_path(bundle.profile, DOCS_DIR)
+        stale |= _write_or_check(target, render(bundle), check)
+    if stale:
+        raise typer.Exit(1)
+
+
+def _write_or_check(target: Path, text: str, check: bool) -> bool:
+    """Write ``text`` to ``target``, or with ``check`` report whether it differs."""
     if check:
-        current = out.read_text(encoding="utf-8") if out.exists() else ""
+        current = target.read_text(encoding="utf-8") if target.exists() else ""
         if current != text:
-            typer.echo(f"{out} is stale: run `veilmatch policy docs`", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{out} is up to date")
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    typer.echo(f"wrote {out}")
+            typer.echo(f"{target} is stale: run `veilmatch policy docs`", err=True)
+            return True
+        typer.echo(f"{target} is up to date")
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {target}")
+    return False
 
 
 @app.command("diff")
 def diff(
-    old: Annotated[str, typer.Argument(help="Old bundle: a directory or REV:path.")],
-    new: Annotated[str, typer.Argument(help="New bundle: a directory or REV:path.")],
+    old: Annotated[str, typer.Argument(help="Old bundle: a directory or REV:path, [#profile].")],
+    new: Annotated[str, typer.Argument(help="New bundle: a directory or REV:path, [#profile].")],
+    profile: ProfileOption = None,
 ) -> None:
-    """List rule-level changes between two policy versions.
+    """List rule-level changes between two policy versions or two profiles.
 
-    Example: veilmatch policy diff HEAD:policy/bundle policy/bundle
+    Examples: veilmatch policy diff HEAD:policy/bundle policy/bundle;
+    veilmatch policy diff policy/bundle#eu policy/bundle#cn-mainland
     """
     from policy.diff import bundle_from_spec, diff_bundles, format_changes
+    from policy.errors import PolicyError
 
-    before, after = bundle_from_spec(old), bundle_from_spec(new)
+    try:
+        before, after = bundle_from_spec(old, profile), bundle_from_spec(new, profile)
+    except PolicyError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     for line in format_changes(before, after, diff_bundles(before, after)):
         typer.echo(line)
 
 
 @app.command("digest")
-def digest(directory: DirOption = None) -> None:
-    """Print the bundle digest and the per-file hashes it covers."""
-    bundle = _bundle(directory)
+def digest(directory: DirOption = None, profile: ProfileOption = None) -> None:
+    """Print the bundle digest, the per-file hashes and the profile it covers."""
+    bundle = _bundle(directory, profile)
     typer.echo(bundle.digest)
     for path, sha in bundle.manifest:
         typer.echo(f"  {sha}  {path}")
+    if bundle.profile is not None:
+        typer.echo(f"  profile {bundle.profile}")
 
 
 @app.command("eval")

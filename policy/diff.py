@@ -3,6 +3,13 @@
 Rules are compared by OPA's parsed form (``rego.parse_module``), so reformatting or
 editing plain comments does not register; METADATA changes are listed field by field,
 data changes leaf by leaf, and test table cases by name.
+
+**Profiles** are compared as versions are: the active profile's data is compared under
+``data.profile.*`` (so ``eu`` against ``cn-mainland`` lists every legal basis, period,
+checkpoint and obligation that differs), preceded by a ``profile`` line when the
+active profile changed; the other profiles' data is compared as it is, under
+``data.profiles["<id>"].*``, only when both sides have the same active profile. A spec
+names a profile with a ``#`` suffix: ``policy/bundle#hk``, ``HEAD:policy/bundle#eu``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from policy._opa import parse_module
-from policy.bundles import PolicyBundle
+from policy.bundles import ACTIVE_PROFILE_PATH, PolicyBundle
 from policy.errors import BundleError
 from policy.metadata import Annotation, bundle_annotations
 
@@ -113,14 +120,31 @@ def _compare_metadata(old: list[Annotation], new: list[Annotation]) -> list[Chan
     return changes
 
 
+def _comparable_data(bundle: PolicyBundle, other: PolicyBundle) -> dict[str, str]:
+    """Flattened data: the active profile under ``data.profile``, others only if
+    ``other`` has the same active profile (else they are the same files, not a change)."""
+    out: dict[str, str] = {}
+    for path, value in bundle.data.items():
+        profile = path.removeprefix("profiles.") if path.startswith("profiles.") else None
+        if path == ACTIVE_PROFILE_PATH:
+            continue
+        if profile is not None and profile == bundle.profile:
+            out.update(_flatten(value, "data.profile"))
+        elif profile is not None:
+            if bundle.profile == other.profile:
+                out.update(_flatten(value, f'data.profiles["{profile}"]'))
+        else:
+            out.update(_flatten(value, f"data.{path}"))
+    return out
+
+
 def _compare_data(old: PolicyBundle, new: PolicyBundle) -> list[Change]:
-    a: dict[str, str] = {}
-    b: dict[str, str] = {}
-    for path, value in old.data.items():
-        a.update(_flatten(value, f"data.{path}"))
-    for path, value in new.data.items():
-        b.update(_flatten(value, f"data.{path}"))
+    a = _comparable_data(old, new)
+    b = _comparable_data(new, old)
     changes = []
+    if old.profile != new.profile:
+        detail = f"{old.profile} → {new.profile}"
+        changes.append(Change("~", "profile", "", "active profile", detail))
     for key in sorted(a.keys() | b.keys()):
         if key not in a:
             changes.append(Change("+", "data", "", key, b[key]))
@@ -142,18 +166,33 @@ def diff_bundles(old: PolicyBundle, new: PolicyBundle) -> list[Change]:
 
 def format_changes(old: PolicyBundle, new: PolicyBundle, changes: list[Change]) -> list[str]:
     """Printable report: digests, then one line per change."""
-    lines = [f"old: {old.source} {old.digest}", f"new: {new.source} {new.digest}"]
+
+    def label(bundle: PolicyBundle) -> str:
+        suffix = f" (profile {bundle.profile})" if bundle.profile else ""
+        return f"{bundle.source} {bundle.digest}{suffix}"
+
+    lines = [f"old: {label(old)}", f"new: {label(new)}"]
     if old.digest == new.digest:
         lines.append("decision files identical (same digest)")
     lines += [c.line() for c in changes] or ["no rule, metadata, data or test changes"]
     return lines
 
 
-def bundle_from_spec(spec: str) -> PolicyBundle:
-    """A bundle from a directory, or from git history as ``REV:path``.
+def bundle_from_spec(spec: str, profile: str | None = None) -> PolicyBundle:
+    """A bundle from a directory, or from git history as ``REV:path``, optionally
+    ``#profile`` (else ``profile``, else the default profile).
 
-    Example: ``HEAD~1:policy/bundle`` (the path is relative to the repository root).
+    Examples: ``HEAD~1:policy/bundle``, ``policy/bundle#cn-mainland`` (paths are relative
+    to the repository root). Raises ``UnknownProfileError`` for a profile the bundle
+    lacks, ``BundleError`` for anything else unreadable.
     """
+    spec, _, named = spec.partition("#")
+    bundle = _bundle_at(spec)
+    wanted = named or profile
+    return bundle.with_profile(wanted) if wanted else bundle
+
+
+def _bundle_at(spec: str) -> PolicyBundle:
     path = Path(spec)
     if path.is_dir():
         return PolicyBundle.from_dir(path)

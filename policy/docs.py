@@ -1,94 +1,44 @@
-"""Render ``docs/policies.md`` from the bundle: METADATA, data, and test case tables.
+"""Render the policy documentation from the bundle: METADATA, data, and test case tables.
 
 Everything in the document comes from the bundle the engines load, so it cannot drift
 from what is enforced: rule texts from METADATA annotations, parameters from the
-``data.json`` files, retention periods from the retention rules' annotations, and the
-examples from the test tables the Rego tests check. Output is deterministic (no
-timestamps) so a test can compare it with the committed file.
+``data.json`` files, legal bases, retention periods, checkpoints and obligations from
+the active jurisdiction profile, and the examples from the test tables the Rego tests
+check. One document per profile (:func:`docs_path`); output is deterministic (no
+timestamps) so a test can compare it with the committed files.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from policy._doctables import cell, table, test_section
 from policy._opa import OpaError, compile_bundle
-from policy.bundles import PolicyBundle, package_of
+from policy.bundles import DEFAULT_PROFILE, PolicyBundle
+from policy.docs_profile import legal_basis, profile_data, profile_section
 from policy.metadata import Annotation, bundle_annotations
-from policy.rego_tests import discover
 
-__all__ = ["render"]
+__all__ = ["docs_path", "render"]
 
-_CASES_RULE = re.compile(r"^([a-z_]*cases)\s*:=", re.MULTILINE)
-_INDEX = re.compile(r"\[(\d+)\]")
-_ORDER = ["veilmatch.access", "veilmatch.match", "veilmatch.alert", "veilmatch.retention"]
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, str):
-        text = value
-    elif value is None:
-        text = "—"
-    elif isinstance(value, bool):
-        text = "yes" if value else "no"
-    else:
-        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-    return " ".join(text.split()).replace("|", "\\|")
+_ORDER = [
+    "veilmatch.access",
+    "veilmatch.match",
+    "veilmatch.alert",
+    "veilmatch.retention",
+    "veilmatch.legal",
+    "veilmatch.profile",
+]
 
 
-def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out.extend("| " + " | ".join(_cell(v) for v in row) + " |" for row in rows)
-    return [*out, ""]
-
-
-def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
-    """``{"a.b": "1"}`` for a JSON object; lists and scalars stay whole."""
-    if isinstance(value, Mapping):
-        out: dict[str, str] = {}
-        for key in value:
-            out.update(_flatten(value[key], f"{prefix}{key}."))
-        return out
-    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        out = {}
-        stem = prefix.rstrip(".")
-        for i, item in enumerate(value, 1):
-            out.update(_flatten(item, f"{stem}[{i}]."))
-        return out
-    return {prefix.rstrip("."): _cell(value)}
-
-
-def _fields(value: Any) -> list[str]:
-    return [f"{k}: {v}" for k, v in _flatten(value).items()]
-
-
-def _baseline(inputs: list[dict[str, str]]) -> dict[str, str]:
-    """Field values shared by more than half the cases (shown once above the table)."""
-    counts: dict[tuple[str, str], int] = {}
-    for row in inputs:
-        for item in row.items():
-            counts[item] = counts.get(item, 0) + 1
-    base: dict[str, str] = {}
-    for (key, value), n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        if any(index != "1" for index in _INDEX.findall(key)):
-            continue  # only the first element of a list is shared; later ones vary by row
-        if 2 * n > len(inputs) and key not in base:
-            base[key] = value
-    return base
-
-
-def _difference(row: dict[str, str], base: dict[str, str]) -> str:
-    if not row:
-        return "(empty request)"
-    lines = [f"{k}: {v}" for k, v in row.items() if base.get(k) != v]
-    lines += [
-        f"{k}: (missing)"
-        for k in base
-        if k not in row and not any(k.startswith(r + "[") for r in row)  # e.g. "hits: []"
-    ]
-    return "<br>".join(lines) or "(as above)"
+def docs_path(profile: str | None, docs_dir: Path = Path("docs")) -> Path:
+    """Where a profile's document lives: ``policies.md`` for the default profile (and
+    for a bundle without profiles), ``policies-<profile>.md`` for the others."""
+    if profile is None or profile == DEFAULT_PROFILE:
+        return docs_dir / "policies.md"
+    return docs_dir / f"policies-{profile}.md"
 
 
 def _days(days: Any) -> str:
@@ -97,12 +47,64 @@ def _days(days: Any) -> str:
     return "1 day" if days == 1 else f"{days} days"
 
 
-def _humanise(test_name: str) -> str:
-    return test_name.removeprefix("test_").replace("_", " ")
+def _header(bundle: PolicyBundle, source: str) -> list[str]:
+    data = profile_data(bundle)
+    out = [
+        "# Policies" + (f": {data.get('title')}" if data else ""),
+        "",
+        f"<!-- Generated by `veilmatch policy docs` from {source}. Do not edit by hand:",
+        "     change the policies, then regenerate. A test fails when this file is stale. -->",
+        "",
+        "These are the rules veilmatch enforces, written for reviewers who do not read code.",
+        "Each section is one policy: what it decides, the rules in plain words with their",
+        "legal basis, the exact inputs and outputs the service exchanges with it, the",
+        "parameters it uses, and the test cases that the policy must pass (every test runs",
+        "in `make test`, and every line of every policy must be exercised by a test).",
+        "",
+    ]
+    if bundle.profile is not None:
+        others = ", ".join(
+            f"[`{p}`]({docs_path(p, Path()).name})" for p in bundle.profiles if p != bundle.profile
+        )
+        out += [
+            f"**Jurisdiction profile:** `{bundle.profile}` (the setting `policy_profile`).",
+            f"The same bundle under the other profiles: {others}.",
+            "",
+        ]
+    out += [f"**Policy bundle digest:** `{bundle.digest}`", ""]
+    out += _digest_recipe(bundle)
+    return out
+
+
+def _digest_recipe(bundle: PolicyBundle) -> list[str]:
+    profile_line = (
+        [f'    echo "profile {bundle.profile}"; }} | sha256sum']
+        if bundle.profile is not None
+        else ["  | sha256sum"]
+    )
+    return [
+        "Every decision the service takes records this digest and a decision id in the",
+        "audit log. The digest is SHA-256 over the `sha256sum` listing of the policy and",
+        "data files (tests excluded, since they never decide anything)"
+        + (", followed by the active profile:" if bundle.profile else ":"),
+        "",
+        "```sh",
+        "cd policy/bundle && "
+        + ("{ " if bundle.profile else "")
+        + "find . -type f \\( -name '*.rego' ! -name '*_test.rego' \\",
+        "    -o -name data.json \\) | sed 's|^\\./||' | LC_ALL=C sort \\",
+        "  | xargs sha256sum" + (";" if bundle.profile else ""),
+        *profile_line,
+        "```",
+        "",
+        "An answer the policy cannot give (for example a request missing a required",
+        "field) is never read as a yes: the service treats it as a refusal.",
+        "",
+    ]
 
 
 def render(bundle: PolicyBundle, *, source: str = "policy/bundle") -> str:
-    """The whole Markdown document for ``bundle``."""
+    """The whole Markdown document for ``bundle`` under its active profile."""
     notes = bundle_annotations(bundle)
     test_notes = bundle_annotations(bundle, tests=True)
     engine = compile_bundle(bundle, include_tests=True)
@@ -114,41 +116,16 @@ def render(bundle: PolicyBundle, *, source: str = "policy/bundle") -> str:
         {a.package for a in notes},
         key=lambda p: (p not in _ORDER, _ORDER.index(p) if p in _ORDER else 0, p),
     )
-    out = [
-        "# Policies",
-        "",
-        f"<!-- Generated by `veilmatch policy docs` from {source}. Do not edit by hand:",
-        "     change the policies, then regenerate. A test fails when this file is stale. -->",
-        "",
-        "These are the rules veilmatch enforces, written for reviewers who do not read code.",
-        "Each section is one policy: what it decides, the rules in plain words with their",
-        "legal basis, the exact inputs and outputs the service exchanges with it, the",
-        "parameters it uses, and the test cases that the policy must pass (every test runs",
-        "in `make test`, and every line of every policy must be exercised by a test).",
-        "",
-        f"**Policy bundle digest:** `{bundle.digest}`",
-        "",
-        "Every decision the service takes records this digest and a decision id in the",
-        "audit log. The digest is SHA-256 over the `sha256sum` listing of the policy and",
-        "data files (tests excluded, since they never decide anything):",
-        "",
-        "```sh",
-        "cd policy/bundle && find . -type f \\( -name '*.rego' ! -name '*_test.rego' \\",
-        "    -o -name data.json \\) | sed 's|^\\./||' | LC_ALL=C sort \\",
-        "  | xargs sha256sum | sha256sum",
-        "```",
-        "",
-        "An answer the policy cannot give (for example a request missing a required",
-        "field) is never read as a yes: the service treats it as a refusal.",
-        "",
-        "## Contents",
-        "",
-    ]
+    out = [*_header(bundle, source), "## Contents", ""]
     titles = {a.package: a.title for a in notes if a.target == "package"}
+    if bundle.profile is not None:
+        title = f"Jurisdiction profile: {profile_data(bundle).get('title', bundle.profile)}"
+        out.append(f"- [{title}](#{_anchor(title)})")
     for package in packages:
         title = titles.get(package, package)
         out.append(f"- [{title}](#{_anchor(title)}) (`{package}`)")
     out.append("")
+    out.extend(profile_section(bundle, engine, test_notes))
     for package in packages:
         out.extend(_package_section(bundle, package, notes, test_notes, engine, periods))
     engine.close()
@@ -163,25 +140,29 @@ _ENGINES = [
     "",
     "- **Embedded (default, `VEILMATCH_POLICY_ENGINE=embedded`).** OPA's own Go evaluator",
     "  (OPA 1.x, through `opa-golib-python-bindings`) runs inside the veilmatch process.",
-    "  Loading a new version compiles it completely first; if it does not compile it is",
-    "  refused with OPA's error message and the previous version stays in force.",
+    "  Loading a new version compiles it completely first; if it does not compile, or its",
+    "  profile data is inconsistent (`veilmatch.profile.problems`), it is refused with the",
+    "  reason and the previous version stays in force.",
     "- **OPA server (`VEILMATCH_POLICY_ENGINE=http`, `VEILMATCH_OPA_URL`).** For deployments",
     "  with an OPA sidecar. veilmatch pushes exactly the reviewed files (no automatic",
-    "  rewriting: `rego_compat=False`) with OPA's REST API and evaluates with",
-    "  `POST /v1/data/<package>/<rule>`. Start the official server with",
-    "  `opa run --server --addr 127.0.0.1:8181` (empty; veilmatch loads the bundle), or",
-    "  serve the bundle directly with `opa run --server --addr 127.0.0.1:8181 policy/bundle`",
-    "  (the layout is an OPA bundle: `params/<name>/data.json` loads at `data.params.<name>`).",
-    "  The `opa` binary is not installable from this project's registries; for development",
-    "  and tests `veilmatch policy serve-local` runs a stand-in that speaks the same API",
-    "  backed by the embedded evaluator. Both engines give the same answers on every",
-    "  test case above (checked in `make test`).",
-    "- **Tests.** `veilmatch policy test` runs every `test_*` rule and measures line",
-    "  coverage of the policy files (the meaning of `opa test --coverage`); `make test`",
-    "  fails if a test fails or coverage is below 100 %.",
+    "  rewriting: `rego_compat=False`) with OPA's REST API, plus the active profile at",
+    "  `data.active_profile`, and evaluates with `POST /v1/data/<package>/<rule>`. Start",
+    "  the official server with `opa run --server --addr 127.0.0.1:8181` (empty; veilmatch",
+    "  loads the bundle). The `opa` binary is not installable from this project's",
+    "  registries; for development and tests `veilmatch policy serve-local` runs a",
+    "  stand-in that speaks the same API backed by the embedded evaluator. Both engines",
+    "  give the same answers on every test case above (checked in `make test`).",
+    "- **Profiles.** `VEILMATCH_POLICY_PROFILE` (default `eu`) selects the profile; one",
+    "  that the bundle does not define stops the service at start with the list of",
+    "  profiles it does define.",
+    "- **Tests.** `veilmatch policy test` runs every `test_*` rule once per profile (the",
+    "  shared tests and that profile's own) and measures line coverage of the policy",
+    "  files per profile (the meaning of `opa test --coverage`); `make test` fails if a",
+    "  test fails or any profile's coverage is below 100 %.",
     "- **Reviewing a change.** `veilmatch policy diff HEAD:policy/bundle policy/bundle`",
-    "  lists changed rules, annotations, parameters and tests; `veilmatch policy docs`",
-    "  regenerates this file.",
+    "  lists changed rules, annotations, parameters and tests;",
+    "  `veilmatch policy diff policy/bundle#eu policy/bundle#cn-mainland` compares two",
+    "  profiles; `veilmatch policy docs` regenerates these files.",
     "",
 ]
 
@@ -203,137 +184,100 @@ def _package_section(
     out = [f"## {head.title if head else package}", "", f"Package `{package}`.", ""]
     if head is not None:
         out += [head.description, ""]
-        if head.custom.get("legal_basis"):
-            out += [f"**Legal basis:** {_cell(head.custom['legal_basis'])}", ""]
-    rules = [a for a in mine if a.target != "package" and not a.target.startswith("periods.")]
+    basis = legal_basis(bundle, package)
+    if basis:
+        out += [f"**Legal basis** (profile `{bundle.profile}`): {cell(basis)}", ""]
+    rules = [a for a in mine if a.target != "package"]
     if rules:
         out += ["### Rules", ""]
     for note in rules:
-        query = note.custom.get("query")
-        suffix = f" — query `{query}`" if query else ""
-        out += [f"#### {note.title or note.target}{suffix}", "", f"Rule `{note.target}`.", ""]
-        if note.description:
-            out += [note.description, ""]
-        if note.custom.get("legal_basis"):
-            out += [f"**Legal basis:** {_cell(note.custom['legal_basis'])}", ""]
-        for part in ("input", "output"):
-            schema = note.custom.get(part)
-            if isinstance(schema, Mapping):
-                out += [f"**{part.capitalize()}** (JSON object):", ""]
-                out += _table(
-                    ["field", "type and meaning"], [(f"`{k}`", v) for k, v in schema.items()]
-                )
-    retention = [a for a in mine if a.target.startswith("periods.")]
-    if retention:
-        out += ["### Retention periods", ""]
-        out += [
-            'Age counts from when the record entered the state. "Not kept" means the',
-            "record is removed by the next sweep.",
-            "",
-        ]
-        rows = []
-        for note in retention:
-            _, kind, state = note.target.split(".", 2)
-            value = periods.get(kind, {}).get(state, {})
-            rows.append(
-                (
-                    f"`{kind}`",
-                    f"`{state}`",
-                    note.title,
-                    _days(value.get("days", note.custom.get("retention_days"))),
-                    value.get("action", note.custom.get("on_expiry")),
-                    note.custom.get("legal_basis"),
-                    note.description,
-                )
-            )
-        out += _table(
-            ["record kind", "state", "what", "kept for", "then", "legal basis", "why"], rows
-        )
+        out += _rule(note)
+    if package == "veilmatch.retention":
+        out += _retention_table(periods)
     out += _parameters(bundle, package)
-    out += _tests(bundle, package, test_notes, engine)
+    out += test_section(bundle, f"{package}_test", test_notes, engine)
     return out
+
+
+def _rule(note: Annotation) -> list[str]:
+    query = note.custom.get("query")
+    suffix = f" — query `{query}`" if query else ""
+    out = [f"#### {note.title or note.target}{suffix}", "", f"Rule `{note.target}`.", ""]
+    if note.description:
+        out += [note.description, ""]
+    for part in ("input", "output"):
+        schema = note.custom.get(part)
+        if isinstance(schema, Mapping):
+            out += [f"**{part.capitalize()}** (JSON object):", ""]
+            out += table(["field", "type and meaning"], [(f"`{k}`", v) for k, v in schema.items()])
+    return out
+
+
+def _retention_table(periods: Mapping[str, Any]) -> list[str]:
+    out = ["### Retention periods", ""]
+    out += [
+        'Age counts from when the record entered the state. "Not kept" means the',
+        "record is removed by the next sweep. Periods and bases are the active profile's.",
+        "",
+    ]
+    rows = (
+        (
+            f"`{kind}`",
+            f"`{state}`",
+            p.get("title"),
+            _days(p.get("days")),
+            p.get("action"),
+            p.get("legal_basis"),
+            p.get("why"),
+        )
+        for kind, states in sorted(periods.items())
+        for state, p in sorted(states.items())
+    )
+    return out + table(
+        ["record kind", "state", "what", "kept for", "then", "legal basis", "why"], rows
+    )
 
 
 def _parameters(bundle: PolicyBundle, package: str) -> list[str]:
     name = package.rsplit(".", 1)[-1]
     data = bundle.data.get(f"params.{name}")
-    if not data:
+    if not data or name == "retention":  # retention's records are in the periods table
         return []
     out = ["### Parameters", "", f"From `params/{name}/data.json` (`data.params.{name}`).", ""]
     if name == "access":
-        out += ["**Roles**", "", *_table(["role", "who"], data.get("roles", {}).items())]
-        conditions = data.get("constraints", {}).items()
-        out += ["**Conditions**", "", *_table(["condition", "meaning"], conditions)]
-        out += ["**Actions** (every API route and console page maps to one)", ""]
-        out += _table(
-            ["action", "kind", "allowed roles", "conditions", "what it does"],
-            (
-                (
-                    f"`{k}`",
-                    v.get("kind"),
-                    ", ".join(v.get("roles", [])),
-                    ", ".join(v.get("constraints", [])) or "none",
-                    v.get("description"),
-                )
-                for k, v in data.get("actions", {}).items()
-            ),
-        )
-        return out
+        return out + _access_parameters(data)
     tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
     scalars = {k: v for k, v in data.items() if k not in tables}
     if scalars:
-        out += _table(["parameter", "value"], ((f"`{k}`", v) for k, v in scalars.items()))
-    for key, table in tables.items():
+        out += table(["parameter", "value"], ((f"`{k}`", v) for k, v in scalars.items()))
+    for key, values in tables.items():
         out += [f"**{key.replace('_', ' ').capitalize()}**", ""]
-        if all(isinstance(v, Mapping) for v in table.values()):
-            columns = list(dict.fromkeys(c for v in table.values() for c in v))
-            out += _table(
+        if all(isinstance(v, Mapping) for v in values.values()):
+            columns = list(dict.fromkeys(c for v in values.values() for c in v))
+            out += table(
                 ["id", *columns],
-                ((f"`{k}`", *(v.get(c) for c in columns)) for k, v in table.items()),
+                ((f"`{k}`", *(v.get(c) for c in columns)) for k, v in values.items()),
             )
         else:
-            out += _table(["id", "value"], ((f"`{k}`", v) for k, v in table.items()))
+            out += table(["id", "value"], ((f"`{k}`", v) for k, v in values.items()))
     return out
 
 
-def _tests(
-    bundle: PolicyBundle, package: str, test_notes: list[Annotation], engine: Any
-) -> list[str]:
-    test_package = f"{package}_test"
-    paths = [p for p in sorted(bundle.tests) if package_of(bundle.tests[p], p) == test_package]
-    if not paths:
-        return []
-    out = ["### Test cases", ""]
-    head = next(
-        (a for a in test_notes if a.package == test_package and a.target == "package"), None
-    )
-    if head is not None and head.description:
-        out += [head.description, ""]
-    for path in paths:
-        for rule in dict.fromkeys(_CASES_RULE.findall(bundle.tests[path])):
-            cases = engine.eval_document(f"{test_package}.{rule}")
-            if rule != "cases":
-                out += [
-                    f"**{rule.removesuffix('_cases').replace('_', ' ').capitalize()} cases**",
-                    "",
-                ]
-            inputs = [_flatten(c.get("input")) for c in cases]
-            base = _baseline(inputs) if len(inputs) > 2 else {}
-            if base:
-                out += ["Unless a row says otherwise, the input has:", ""]
-                out += [f"- {k}: {v}" for k, v in base.items()] + [""]
-            out += _table(
-                ["#", "case", "input" + (" (differences)" if base else ""), "expected"],
-                (
-                    (i, c.get("case"), _difference(row, base), "<br>".join(_fields(c.get("want"))))
-                    for i, (c, row) in enumerate(zip(cases, inputs, strict=True), 1)
-                ),
+def _access_parameters(data: Mapping[str, Any]) -> list[str]:
+    out = ["**Roles**", "", *table(["role", "who"], data.get("roles", {}).items())]
+    conditions = data.get("constraints", {}).items()
+    out += ["**Conditions**", "", *table(["condition", "meaning"], conditions)]
+    out += ["**Actions** (every API route and console page maps to one)", ""]
+    return out + table(
+        ["action", "kind", "allowed roles", "conditions", "what it does"],
+        (
+            (
+                f"`{k}`",
+                v.get("kind"),
+                ", ".join(v.get("roles", [])),
+                ", ".join(v.get("constraints", [])) or "none",
+                v.get("description"),
             )
-    others = [
-        name
-        for pkg, name in discover(bundle)
-        if pkg == test_package and name != "test_all_cases_pass"
-    ]
-    if others:
-        out += ["Further checks:", ""] + [f"- {_humanise(name)}" for name in others] + [""]
-    return out
+            for k, v in data.get("actions", {}).items()
+        ),
+    )

@@ -23,20 +23,20 @@ class EmbeddedEngine(PolicyEngine):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._state: tuple[OpaEngine, str] | None = None
+        self._state: tuple[OpaEngine, str, str | None] | None = None
 
     def _activate(self, bundle: PolicyBundle, previous: PolicyBundle | None) -> None:
         engine = compile_bundle(bundle)  # raises PolicyLoadError; nothing changed yet
-        self._state = (engine, bundle.digest)
+        self._state = (engine, bundle.digest, bundle.profile)
 
     def _evaluate(self, query: str, package: str, rule: str, input: dict[str, Any]) -> Outcome:
         state = self._state
         assert state is not None  # evaluate() checked a bundle is loaded
-        engine, digest = state
+        engine, digest, profile = state
         try:
             value = engine.eval_document(f"{package}.{rule}", input)
         except OpaUndefinedError:
-            return Outcome(False, None, digest)
+            return Outcome(False, None, digest, profile=profile)
         except OpaError as exc:
             raise PolicyEvaluationError(query, exc.message) from None
-        return Outcome(True, value, digest)
+        return Outcome(True, value, digest, profile=profile)

@@ -33,6 +33,7 @@ __all__ = [
     "ACCESS",
     "ALERT",
     "ALERT_REVIEW",
+    "LEGAL_OBLIGATIONS",
     "MATCH",
     "RETENTION",
     "RETENTION_PERIODS",
@@ -53,6 +54,7 @@ ALERT = "veilmatch.alert.decision"
 ALERT_REVIEW = "veilmatch.alert.review"
 RETENTION = "veilmatch.retention.decision"
 RETENTION_PERIODS = "veilmatch.retention.periods"
+LEGAL_OBLIGATIONS = "veilmatch.legal.obligations"
 
 # A query is a dotted path to one document under `data`. Keeping queries to this
 # fixed shape matters: the embedded engine caches one prepared query per string.
@@ -76,7 +78,9 @@ class Decision:
 
     ``result`` is the JSON value of the queried document; ``decision_id`` is a fresh
     UUID4 minted by veilmatch (``engine_decision_id`` is OPA's own id when a server
-    returned one); ``bundle_digest`` names the bundle that decided.
+    returned one); ``bundle_digest`` names the bundle that decided, and ``profile`` the
+    jurisdiction profile it decided under (None for a bundle without profiles; the
+    digest covers the profile too, so the two cannot disagree).
     """
 
     query: str
@@ -84,6 +88,7 @@ class Decision:
     decision_id: DecisionId
     bundle_digest: str
     engine_decision_id: str | None = None
+    profile: str | None = None
 
     @property
     def allow(self) -> bool:
@@ -94,11 +99,14 @@ class Decision:
 
     def provenance(self) -> dict[str, str]:
         """What to put in the audit log next to the event this decision governed."""
-        return {
+        out = {
             "decision_id": self.decision_id,
             "bundle_digest": self.bundle_digest,
             "query": self.query,
         }
+        if self.profile is not None:
+            out["profile"] = self.profile
+        return out
 
 
 @dataclass(frozen=True)
@@ -110,14 +118,16 @@ class LoadEvent:
     engine: str
     files: tuple[tuple[str, str], ...]
     loaded_at: datetime
+    profile: str | None = None
 
     def to_audit(self) -> dict[str, Any]:
-        """The audit payload: digests and per-file hashes, no policy text."""
+        """The audit payload: digests, the active profile and per-file hashes, no text."""
         return {
             "event": "policy.load",
             "digest": self.digest,
             "previous_digest": self.previous_digest,
             "engine": self.engine,
+            "profile": self.profile,
             "files": [{"path": path, "sha256": sha} for path, sha in self.files],
             "loaded_at": self.loaded_at.isoformat(),
         }
@@ -131,6 +141,7 @@ class Outcome:
     value: Any
     digest: str
     engine_id: str | None = None
+    profile: str | None = None
 
 
 def _new_decision_id() -> DecisionId:
@@ -183,6 +194,7 @@ class PolicyEngine(ABC):
             engine=self.kind,
             files=bundle.manifest,
             loaded_at=self._now(),
+            profile=bundle.profile,
         )
 
     def evaluate(self, query: str, input: Mapping[str, Any]) -> Decision:
@@ -201,7 +213,9 @@ class PolicyEngine(ABC):
         outcome = self._evaluate(query, package, rule, dict(input))
         if not outcome.defined:
             raise UndefinedDecisionError(query, decision_id, outcome.digest)
-        return Decision(query, outcome.value, decision_id, outcome.digest, outcome.engine_id)
+        return Decision(
+            query, outcome.value, decision_id, outcome.digest, outcome.engine_id, outcome.profile
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native or network resources."""

@@ -18,6 +18,19 @@ class BundleError(PolicyError):
     """A policy bundle directory or file set is malformed (before any engine sees it)."""
 
 
+class UnknownProfileError(BundleError):
+    """The requested jurisdiction profile is not defined by the bundle.
+
+    ``profile`` is the requested id, ``available`` the ids the bundle defines.
+    """
+
+    def __init__(self, profile: str, available: tuple[str, ...], source: str) -> None:
+        known = ", ".join(available) if available else "none"
+        super().__init__(f"unknown policy profile {profile[:64]!r}: {source} defines {known}")
+        self.profile = profile
+        self.available = available
+
+
 class PolicyLoadError(PolicyError):
     """The engine refused a bundle (parse or compile error); the previous one stays active.
 
@@ -28,6 +41,18 @@ class PolicyLoadError(PolicyError):
         super().__init__(f"policy bundle {digest} refused: {engine_message}")
         self.digest = digest
         self.engine_message = engine_message
+
+
+class ProfileDataError(PolicyLoadError):
+    """The bundle's profile data is inconsistent (e.g. a rule's legal basis is missing).
+
+    ``problems`` lists every inconsistency ``veilmatch.profile.problems`` found, one
+    sentence each; the bundle is refused as a whole.
+    """
+
+    def __init__(self, digest: str, problems: tuple[str, ...]) -> None:
+        super().__init__(digest, "inconsistent profile data: " + "; ".join(problems))
+        self.problems = problems
 
 
 class NoPolicyLoadedError(PolicyError):

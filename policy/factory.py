@@ -19,11 +19,13 @@ def bundle_dir(settings: Settings) -> Path:
 def engine_from_settings(settings: Settings) -> tuple[PolicyEngine, LoadEvent]:
     """An engine per ``settings.policy_engine`` ("embedded" or "http" at ``opa_url``).
 
-    The bundle from :func:`bundle_dir` is loaded; the returned ``LoadEvent`` is what the
-    caller appends to the audit log. Raises ``BundleError`` / ``PolicyLoadError`` /
-    ``PolicyEngineUnavailableError`` (all ``PolicyError``) when that is impossible.
+    The bundle from :func:`bundle_dir` is loaded under ``settings.policy_profile``; the
+    returned ``LoadEvent`` is what the caller appends to the audit log. Raises
+    ``BundleError`` (``UnknownProfileError`` for a profile the bundle lacks) /
+    ``PolicyLoadError`` / ``PolicyEngineUnavailableError`` (all ``PolicyError``) when
+    that is impossible.
     """
-    bundle = PolicyBundle.from_dir(bundle_dir(settings))
+    bundle = PolicyBundle.from_dir(bundle_dir(settings), profile=settings.policy_profile)
     engine: PolicyEngine
     if settings.policy_engine == "http":
         from policy.opa_http import HttpEngine

@@ -55,6 +55,9 @@ def _server_message(exc: BaseException) -> str:
     return ": ".join(p for p in parts if p)
 
 
+_SHARED = ("veilmatch/lib/", "veilmatch/profile/")
+
+
 class HttpEngine(PolicyEngine):
     """Evaluates on an OPA server at ``url`` (``http://host:port`` or ``https://…``).
 
@@ -109,8 +112,9 @@ class HttpEngine(PolicyEngine):
         try:
             for data_path, value in sorted(bundle.data.items()):
                 client.update_or_create_data(value, data_path.replace(".", "/"))
-            # Shared helpers first, so modules that call them compile on arrival.
-            order = sorted(bundle.modules, key=lambda p: (not p.startswith("veilmatch/lib/"), p))
+            # Shared helpers (time, profile) first, so modules that call them compile on
+            # arrival: the server type-checks each module as it is pushed.
+            order = sorted(bundle.modules, key=lambda p: (not p.startswith(_SHARED), p))
             for path in order:
                 client.update_policy_from_string(bundle.modules[path], path, rego_compat=False)
             if previous is not None:
@@ -138,5 +142,5 @@ class HttpEngine(PolicyEngine):
             raise PolicyEvaluationError(query, "malformed response from OPA")
         engine_id = body.get("decision_id")
         if "result" not in body:
-            return Outcome(False, None, bundle.digest, engine_id)
-        return Outcome(True, body["result"], bundle.digest, engine_id)
+            return Outcome(False, None, bundle.digest, engine_id, bundle.profile)
+        return Outcome(True, body["result"], bundle.digest, engine_id, bundle.profile)

@@ -11,6 +11,11 @@ line of a policy module that holds a rule head or a body expression as covered w
 some test evaluated it. A line is covered if any test covered it; the percentage is
 covered lines over all such lines in the policy modules (test modules excluded). A
 rule no test reaches, or a branch no test takes, shows up as uncovered lines.
+
+**Profiles.** A bundle with jurisdiction profiles is tested once per profile: a run
+evaluates under the bundle's active profile, runs the shared tests and the test packages
+whose METADATA names that profile (``custom.profile: cn-mainland``), and skips the
+others. Coverage is per run, so every profile must reach 100 % with its own tests.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from dataclasses import dataclass, field
 
 from policy._opa import OpaEngine, OpaError, compile_bundle
 from policy.bundles import PolicyBundle, package_of
+from policy.metadata import module_annotations
 
-__all__ = ["CoverageReport", "RegoTestReport", "RegoTestResult", "run_tests"]
+__all__ = ["CoverageReport", "RegoTestReport", "RegoTestResult", "run_all_profiles", "run_tests"]
 
 _TEST_RULE = re.compile(r"^(test_[A-Za-z0-9_]*)\b", re.MULTILINE)
 
@@ -75,6 +81,7 @@ class RegoTestReport:
 
     results: tuple[RegoTestResult, ...]
     coverage: CoverageReport
+    profile: str | None = None
 
     @property
     def failures(self) -> list[RegoTestResult]:
@@ -87,7 +94,7 @@ class RegoTestReport:
 
     def lines(self) -> list[str]:
         """A human-readable report, one line per test, then coverage."""
-        out = []
+        out = [f"profile {self.profile}"] if self.profile else []
         for r in self.results:
             status = "PASS" if r.passed else "FAIL"
             out.append(f"{status} data.{r.package}.{r.name}")
@@ -102,11 +109,22 @@ class RegoTestReport:
         return out
 
 
+def test_profile(path: str, text: str) -> str | None:
+    """The profile a test module is for (its package METADATA ``custom.profile``), if any."""
+    for note in module_annotations(path, text):
+        if note.target == "package" and note.custom.get("profile") is not None:
+            return str(note.custom["profile"])
+    return None
+
+
 def discover(bundle: PolicyBundle) -> list[tuple[str, str]]:
-    """(package, test rule name) for every test rule, in file then source order."""
+    """(package, test rule name) for every test rule that runs under the bundle's profile,
+    in file then source order (tests for another profile are left out)."""
     found: list[tuple[str, str]] = []
     for path in sorted(bundle.tests):
         text = bundle.tests[path]
+        if test_profile(path, text) not in (None, bundle.profile):
+            continue
         package = package_of(text, path)
         for name in dict.fromkeys(_TEST_RULE.findall(text)):
             found.append((package, name))
@@ -132,7 +150,14 @@ def run_tests(bundle: PolicyBundle) -> RegoTestReport:
         path: FileCoverage(frozenset(covered[path]), frozenset(seen[path] - covered[path]))
         for path in bundle.modules
     }
-    return RegoTestReport(tuple(results), CoverageReport(files))
+    return RegoTestReport(tuple(results), CoverageReport(files), bundle.profile)
+
+
+def run_all_profiles(bundle: PolicyBundle) -> list[RegoTestReport]:
+    """:func:`run_tests` once per profile the bundle defines (once if it defines none)."""
+    if not bundle.profiles:
+        return [run_tests(bundle)]
+    return [run_tests(bundle.with_profile(p)) for p in bundle.profiles]
 
 
 def _run_one(

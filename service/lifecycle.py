@@ -41,7 +41,9 @@ _REBUILD_LOCK = threading.Lock()
 def _policy_engine(settings: Settings) -> tuple[Any, Any]:
     from policy.bundles import PolicyBundle, default_bundle_dir
 
-    bundle = PolicyBundle.from_dir(Path(settings.policy_dir or default_bundle_dir()))
+    bundle = PolicyBundle.from_dir(
+        Path(settings.policy_dir or default_bundle_dir()), profile=settings.policy_profile
+    )
     engine: Any
     if settings.policy_engine == "http":
         from policy.opa_http import HttpEngine
@@ -130,6 +132,7 @@ def start(ctx: ServiceContext) -> None:
                     {
                         "engine": load_event.engine,
                         "previous_digest": load_event.previous_digest,
+                        "profile": load_event.profile,
                         "files": len(load_event.files),
                     },
                     bundle_digest=load_event.digest,

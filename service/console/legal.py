@@ -1,5 +1,6 @@
-"""Legal pages: the rendered policy documentation, the active bundle digest, and the
-history of policy versions with rule-level diffs.
+"""Legal pages: the rendered policy documentation, the active bundle digest and
+jurisdiction profile, the legal obligations the profile computes for today's watchlist,
+and the history of policy versions with rule-level diffs.
 
 The documentation is :func:`policy.docs.render` of the bundle the service loaded (the
 same generator as ``docs/policies.md``), so what lawyers read is what is enforced.
@@ -20,6 +21,7 @@ from policy.bundles import PolicyBundle, default_bundle_dir
 from policy.errors import BundleError
 from service.console import auditview
 from service.console.markdown import to_html
+from service.console.obligations import obligations_for
 from service.console.policyhistory import ACTIVE, PolicyHistory
 from service.console.session import SessionDep, allowed, require_page
 from service.console.web import ConsoleRoute, render
@@ -40,14 +42,14 @@ def _bundle_dir(ctx: ServiceContext) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _history_for(bundle_dir: Path, cache_dir: Path) -> PolicyHistory:
-    return PolicyHistory(bundle_dir, cache_dir)
+def _history_for(bundle_dir: Path, cache_dir: Path, profile: str) -> PolicyHistory:
+    return PolicyHistory(bundle_dir, cache_dir, profile)
 
 
 def versions_for(ctx: ServiceContext) -> PolicyHistory:
-    """The policy versions of the bundle directory the service loaded."""
+    """The policy versions of the bundle directory the service loaded, under its profile."""
     cache = Path(ctx.settings.data_dir) / "console" / "policy-versions"
-    return _history_for(_bundle_dir(ctx), cache)
+    return _history_for(_bundle_dir(ctx), cache, ctx.settings.policy_profile)
 
 
 def _docs_html(bundle: PolicyBundle) -> Markup:
@@ -73,6 +75,9 @@ def policy_docs(request: Request, ctx: CtxDep, principal: SessionDep) -> Respons
         {
             "docs": _docs_html(bundle),
             "digest": bundle.digest,
+            "profile": bundle.profile,
+            "profiles": bundle.profiles,
+            "obligations": obligations_for(ctx),
             "loaded_digest": ctx.policy.bundle_digest,
             "manifest": bundle.manifest,
         },
@@ -98,6 +103,7 @@ def policy_history(request: Request, ctx: CtxDep, principal: SessionDep) -> Resp
             "in_force": in_force,
             "show_in_force": allowed(ctx, principal, "audit.read"),
             "loaded_digest": ctx.policy.bundle_digest,
+            "profile": history.profile,
         },
     )
 

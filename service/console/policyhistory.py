@@ -7,6 +7,8 @@ tree, each commit that touched it is a version: its files are exported once with
 :meth:`policy.bundles.PolicyBundle.from_dir`, which computes the digest the engines
 record in the audit log. Rule-level differences come from
 :func:`policy.diff.diff_bundles`. Without git, only the active bundle is listed.
+Every version is read under the service's jurisdiction profile when it defines
+profiles (versions that predate profiles keep the digest they were loaded with).
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ class PolicyVersion:
 class PolicyHistory:
     """Versions of the bundle at ``bundle_dir``, exported under ``cache_dir``."""
 
-    def __init__(self, bundle_dir: Path, cache_dir: Path) -> None:
+    def __init__(self, bundle_dir: Path, cache_dir: Path, profile: str | None = None) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         self.cache_dir = Path(cache_dir)
+        self.profile = profile
         self._lock = threading.Lock()
         self._repo: Path | None = None
         self._prefix = ""
@@ -70,7 +73,13 @@ class PolicyHistory:
 
     def active(self) -> PolicyBundle:
         """The bundle on disk (what the service loaded at start)."""
-        return PolicyBundle.from_dir(self.bundle_dir)
+        return self._under_profile(PolicyBundle.from_dir(self.bundle_dir))
+
+    def _under_profile(self, bundle: PolicyBundle) -> PolicyBundle:
+        """``bundle`` under this history's profile, if it defines profiles."""
+        if bundle.profiles and self.profile is not None:
+            return bundle.with_profile(self.profile)
+        return bundle
 
     def versions(self, limit: int = 30) -> list[PolicyVersion]:
         """Newest first: the active bundle if it differs from the newest commit, then the
@@ -108,7 +117,9 @@ class PolicyHistory:
         with self._lock:
             if not target.is_dir():
                 self._export(rev, target)
-        return PolicyBundle.from_dir(target / self._prefix if self._prefix else target)
+        return self._under_profile(
+            PolicyBundle.from_dir(target / self._prefix if self._prefix else target)
+        )
 
     def diff(self, old: str, new: str) -> tuple[PolicyBundle, PolicyBundle, list[Change]]:
         """Both bundles and every rule, metadata, data and test change between them."""

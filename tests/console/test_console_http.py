@@ -152,6 +152,19 @@ def test_page_access_follows_the_access_policy(service, access, user):
     client.close()
 
 
+def test_legal_pages_show_the_active_profile_and_its_obligations(service):
+    client = sign_in(service, "legal1")
+    page = client.get("/console/policies")
+    assert page.status_code == 200
+    assert '<code id="active-profile">eu</code>' in page.text
+    assert 'data-id="dpia"' in page.text and "GDPR Art. 35(3)" in page.text
+    assert "Legal obligations under this profile with face information of" in page.text
+    assert "**" not in page.text.split('<article class="doc">')[0]  # rendered, not raw
+    history = client.get("/console/policies/history")
+    assert '<code id="active-profile">eu</code>' in history.text
+    client.close()
+
+
 def test_headers_and_static_files(service):
     client = sign_in(service, "oversight1")
     for path in ("/console/audit", "/console/static/console.js", "/console/login"):

@@ -109,3 +109,13 @@ def test_review_guidance_names_the_two_person_rule():
     assert not done["can_review"] and "actionable" in done["message"]
     closed = review_guidance(_alert("dismissed", ("o1", "dismiss")), "o2")
     assert not closed["can_review"] and "dismissed" in closed["message"]
+
+
+def test_policy_history_reads_every_version_under_the_service_profile(tmp_path):
+    repo = make_policy_repo(tmp_path / "repo")
+    history = PolicyHistory(repo.bundle_dir, tmp_path / "cache", "cn-mainland")
+    versions = history.versions()
+    assert history.active().profile == "cn-mainland"
+    expected = PolicyBundle.from_dir(repo.bundle_dir, profile="cn-mainland").digest
+    assert versions[0].digest == expected != PolicyBundle.from_dir(repo.bundle_dir).digest
+    assert history.bundle(repo.v1).profile == "cn-mainland"

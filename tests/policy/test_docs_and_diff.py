@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_policies_md_is_up_to_date(bundle: PolicyBundle) -> None:
     committed = (REPO / "docs" / "policies.md").read_text(encoding="utf-8")
     assert committed == render(bundle), "docs/policies.md is stale: run `veilmatch policy docs`"
+    assert "**Jurisdiction profile:** `eu`" in committed
 
 
 def test_docs_cover_every_annotated_rule_period_and_case(bundle: PolicyBundle) -> None:
@@ -36,6 +37,8 @@ def test_docs_cover_every_annotated_rule_period_and_case(bundle: PolicyBundle) -
         "veilmatch.alert.decision",
         "veilmatch.alert.review",
         "veilmatch.retention.decision",
+        "veilmatch.retention.periods",
+        "veilmatch.legal.obligations",
     ):
         assert f"query `{query}`" in text
     assert "| `audit_payload` | `recorded` | Audit log payload | 183 days | redact |" in text
@@ -51,15 +54,21 @@ def test_every_decision_rule_documents_its_input_and_output(bundle: PolicyBundle
         "veilmatch.alert.decision",
         "veilmatch.alert.review",
         "veilmatch.retention.decision",
+        "veilmatch.retention.periods",
+        "veilmatch.legal.obligations",
     }
     for note in decisions:
-        assert note.custom["input"] and note.custom["output"]
+        # periods takes no input: it is the table itself
+        assert note.custom["output"] and (note.custom.get("input") or note.target == "periods")
         assert note.query == note.custom["query"]
 
 
-def test_retention_periods_come_from_the_reviewed_annotations(bundle: PolicyBundle) -> None:
+def test_retention_periods_come_from_the_reviewed_profile_data(bundle: PolicyBundle) -> None:
     edited = replace_in(
-        bundle, "veilmatch/retention/retention.rego", "retention_days: 365", "retention_days: 400"
+        bundle,
+        "profiles/eu/data.json",
+        '"confirmed": {"days": 365,',
+        '"confirmed": {"days": 400,',
     )
     assert "| 400 days | redact |" in render(edited)
 
@@ -79,7 +88,10 @@ def test_identical_bundles_have_no_changes(bundle: PolicyBundle) -> None:
 def test_diff_lists_rule_metadata_data_and_test_changes(bundle: PolicyBundle) -> None:
     new = replace_in(bundle, "veilmatch/match/match.rego", "< limit", "<= limit")
     new = replace_in(
-        new, "veilmatch/retention/retention.rego", "retention_days: 183", "retention_days: 200"
+        new,
+        "profiles/eu/data.json",
+        '"recorded": {"days": 183,',
+        '"recorded": {"days": 200,',
     )
     data = json.loads(new.files["params/alert/data.json"])
     data["max_hits"] = 5
@@ -101,10 +113,9 @@ def test_diff_lists_rule_metadata_data_and_test_changes(bundle: PolicyBundle) ->
     assert lines == [
         "~ rule     veilmatch.access.reasons: definitions 4 → 5",
         "~ rule     veilmatch.match._within_rate: definition changed",
-        "~ metadata veilmatch.retention.periods.audit_payload.recorded:"
-        " custom.retention_days: 183 → 200",
         "~ data     data.params.alert.max_hits: 3 → 5",
         "+ data     data.params.alert.new_flag: true",
+        "~ data     data.profile.retention.audit_payload.recorded.days: 183 → 200",
         "+ test     veilmatch.access_test.test_default_denies: added",
         "- test     veilmatch.access_test.test_default_is_deny: removed",
     ]

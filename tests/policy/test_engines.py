@@ -98,6 +98,7 @@ def test_decisions_carry_a_fresh_id_and_the_bundle_digest(
         "decision_id": first.decision_id,
         "bundle_digest": bundle.digest,
         "query": queries.ACCESS,
+        "profile": "eu",
     }
     if kind == "http":
         assert first.engine_decision_id  # the server's own id, for its decision logs
@@ -156,6 +157,7 @@ def test_loading_a_new_version_switches_decisions_and_reports_both_digests(
         kind,
     )
     audit = event.to_audit()
+    assert audit["profile"] == "eu"
     assert (
         audit["event"] == "policy.load"
         and {

@@ -6,15 +6,12 @@
 #   approved, unexpired watchlist entry that has a recognised legal basis can
 #   raise an alert. Frequent crossing never raises an alert on its own: it
 #   only makes an alert from a watchlist match more urgent. No alert is acted
-#   on until two different officers have confirmed it.
-# custom:
-#   legal_basis: >-
-#     EU AI Act Art. 14(5) (a match is acted on only after verification by two
-#     competent people); GDPR Art. 9(2)(g) and Art. 22 (no decision based solely
-#     on automated processing); Hong Kong Cap. 486 s. 58.
+#   on until two different officers have confirmed it. Which legal bases a
+#   watchlist entry may name is set by the active jurisdiction profile.
 package veilmatch.alert
 
 import data.veilmatch.lib.time as ptime
+import data.veilmatch.profile
 
 # METADATA
 # title: Alert decision
@@ -32,7 +29,7 @@ import data.veilmatch.lib.time as ptime
 #     hits: "array of objects, one per watchlist entry the search matched (may be empty)"
 #     hits[].entry_id: "string: watchlist entry id"
 #     hits[].status: "string: pending, active, revoked or expired"
-#     hits[].legal_basis: "string: legal basis id recorded on the entry (see the legal bases table)"
+#     hits[].legal_basis: "string: legal basis id recorded on the entry (one of the profile's watchlist legal bases)"
 #     hits[].expires_at: "string: RFC 3339 time the entry stops being valid"
 #     hits[].category: "string: parallel_trading or customs_offence"
 #     travel.crossings_24h: "number, optional: crossings by the same document pseudonym in the last 24 hours, this one included"
@@ -64,7 +61,7 @@ _now_ns := ptime.ns(input.now)
 # description: Ids of matched entries that are active, unexpired, of a known category and have a recognised legal basis.
 entries contains hit.entry_id if {
 	some hit in input.hits
-	not _why_ignored(hit, _now_ns, data.params.alert)
+	not _why_ignored(hit, _now_ns, data.params.alert, profile.active.entry_bases)
 }
 
 # METADATA
@@ -72,18 +69,23 @@ entries contains hit.entry_id if {
 # description: Matched entries that cannot raise an alert, each with the first reason found.
 ignored contains {"entry_id": hit.entry_id, "why": why} if {
 	some hit in input.hits
-	why := _why_ignored(hit, _now_ns, data.params.alert)
+	why := _why_ignored(hit, _now_ns, data.params.alert, profile.active.entry_bases)
 }
 
 # The first failed check wins; undefined means the hit is usable.
-_why_ignored(hit, now_ns, params) := "entry is not active" if {
+_why_ignored(hit, now_ns, params, bases) := "entry is not active" if {
 	not hit.status == "active"
 } else := "entry has no recognised legal basis" if {
-	not _known(params.legal_bases, hit.legal_basis)
+	not _recognised(bases, hit.legal_basis)
 } else := "entry has expired" if {
 	not _unexpired(hit, now_ns)
 } else := "entry has an unknown category" if {
 	not _known(params.categories, hit.category)
+}
+
+_recognised(bases, basis) if {
+	is_string(basis)
+	basis in bases
 }
 
 _known(table, key) if {

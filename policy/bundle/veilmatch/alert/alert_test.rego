@@ -3,18 +3,22 @@
 # description: >-
 #   Each case is one search outcome at 10:00 on 2 June 2025 (Hong Kong time)
 #   and the alert decision the policy must return. Entry wl-1 is an active
-#   parallel-trading entry valid until the end of 2025 under Cap. 60.
+#   parallel-trading entry valid until the end of 2025 under the first
+#   watchlist legal basis of the active profile.
 package veilmatch.alert_test
 
 import data.veilmatch.alert
+import data.veilmatch.profile
 
 _now := "2025-06-02T10:00:00+08:00"
+
+_basis := min(profile.active.entry_bases)
 
 _entry(id, changes) := object.union(
 	{
 		"entry_id": id,
 		"status": "active",
-		"legal_basis": "hk-cap60",
+		"legal_basis": _basis,
 		"expires_at": "2025-12-31T23:59:59+08:00",
 		"category": "parallel_trading",
 	},

@@ -4,14 +4,14 @@
 #   Whether a gate may run a watchlist search right now. A gate searches only
 #   while it is registered and switched on, uses its current encryption key,
 #   stays within its rate limit and its checkpoint is open. The limits limit
-#   how much a compromised gate could learn by probing the watchlist.
-# custom:
-#   legal_basis: >-
-#     GDPR Art. 5(1)(c) data minimisation and Art. 25 data protection by design;
-#     EU AI Act Art. 15 (robustness against misuse).
+#   how much a compromised gate could learn by probing the watchlist. Where
+#   the active profile says so, a checkpoint must also offer travellers a
+#   way through that is not face recognition, and must reach the service over
+#   a dedicated link rather than the internet.
 package veilmatch.match
 
 import data.veilmatch.lib.time as ptime
+import data.veilmatch.profile
 
 # METADATA
 # title: Match decision
@@ -23,7 +23,7 @@ import data.veilmatch.lib.time as ptime
 #   input:
 #     now: "string: current time, RFC 3339 with offset (e.g. 2025-06-01T10:00:00+08:00)"
 #     gate.id: "string: the gate's id"
-#     gate.site: "string: the checkpoint the gate belongs to (lo-wu, shenzhen-bay)"
+#     gate.site: "string: the checkpoint the gate belongs to (a site id of the active profile: lo-wu, shenzhen-bay)"
 #     gate.registered: "boolean: the gate completed registration"
 #     gate.active: "boolean: an administrator has switched the gate on"
 #     gate.key_id: "string: id of the key the request was encrypted and signed under"
@@ -57,7 +57,29 @@ reasons contains "gate key is not current" if not _key_current(input, data.param
 
 reasons contains "gate rate limit reached" if not _within_rate(input, data.params.match.rate_limit_per_minute)
 
-reasons contains "checkpoint is closed" if not _open(input, data.params.match.sites)
+reasons contains "checkpoint is closed" if not _open(input, sites)
+
+reasons contains "face recognition may not be the only way through this checkpoint" if {
+	profile.active.face_recognition.alternative_required == true
+	not _offers_alternative(input, sites)
+}
+
+reasons contains "face data may not leave this checkpoint over the internet" if {
+	profile.active.face_recognition.no_internet_transfer == true
+	not _dedicated_link(input, sites)
+}
+
+# METADATA
+# title: Checkpoints
+# description: >-
+#   The active profile's checkpoints: local opening hours, whether travellers
+#   have a way through that is not face recognition, and how the gates reach
+#   the service.
+sites := profile.active.sites
+
+_offers_alternative(req, table) if table[req.gate.site].alternative_verification == true
+
+_dedicated_link(req, table) if table[req.gate.site].link == "dedicated"
 
 _well_formed(req) if {
 	is_string(req.gate.id)
@@ -84,8 +106,8 @@ _within_rate(req, limit) if {
 }
 
 # Opening hours are local times at the checkpoint; "24:00" means midnight at the end of the day.
-_open(req, sites) if {
-	site := sites[req.gate.site]
+_open(req, table) if {
+	site := table[req.gate.site]
 	minute := _local_minute_of_day(_now_ns(req), site.utc_offset_minutes)
 	minute >= _minutes(site.open)
 	minute < _minutes(site.close)

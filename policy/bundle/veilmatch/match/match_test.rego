@@ -6,6 +6,7 @@
 package veilmatch.match_test
 
 import data.veilmatch.match
+import data.veilmatch.profile
 
 _gate := {
 	"id": "lowu-07",
@@ -22,6 +23,15 @@ _request(now, gate_changes, recent) := {
 	"gate": object.union(_gate, gate_changes),
 	"requests_last_minute": recent,
 }
+
+# What a profile's face-recognition rules add for a checkpoint it does not know.
+_unknown_site := [reason |
+	some flag, reason in {
+		"alternative_required": "face recognition may not be the only way through this checkpoint",
+		"no_internet_transfer": "face data may not leave this checkpoint over the internet",
+	}
+	profile.active.face_recognition[flag] == true
+]
 
 cases := [
 	{
@@ -92,7 +102,7 @@ cases := [
 	{
 		"case": "a gate at an unknown checkpoint is refused",
 		"input": _request("2025-06-02T10:00:00+08:00", {"site": "airport"}, 0),
-		"want": {"allow": false, "reasons": ["checkpoint is closed"]},
+		"want": {"allow": false, "reasons": sort(array.concat(["checkpoint is closed"], _unknown_site))},
 	},
 	{
 		"case": "a request without a readable time is refused",
@@ -102,10 +112,10 @@ cases := [
 	{
 		"case": "an empty request is refused on every count",
 		"input": {},
-		"want": {"allow": false, "reasons": [
+		"want": {"allow": false, "reasons": sort(array.concat([
 			"checkpoint is closed", "gate is not active", "gate is not registered",
 			"gate key is not current", "gate rate limit reached", "request is malformed",
-		]},
+		], _unknown_site))},
 	},
 ]
 
@@ -132,5 +142,38 @@ test_default_is_deny if {
 test_malformed_opening_hours_close_the_checkpoint if {
 	sites := {"lo-wu": {"utc_offset_minutes": 480, "open": "0630", "close": "24:00"}}
 	not match.allow with input as _request("2025-06-02T10:00:00+08:00", {}, 0)
-		with data.params.match.sites as sites
+		with match.sites as sites
+}
+
+# A profile that forbids face recognition as the only way through and face data
+# over the internet (as the Mainland profile does), whatever the active profile.
+_strict(site_changes) := object.union(profile.active, {
+	"face_recognition": {"alternative_required": true, "no_internet_transfer": true},
+	"sites": {"lo-wu": object.union(
+		{
+			"name": "Lo Wu", "utc_offset_minutes": 480, "open": "06:30", "close": "24:00",
+			"alternative_verification": true, "link": "dedicated",
+		},
+		site_changes,
+	)},
+})
+
+test_strict_profile_allows_a_checkpoint_with_an_alternative_and_a_dedicated_link if {
+	match.allow with input as _request("2025-06-02T10:00:00+08:00", {}, 0)
+		with profile.active as _strict({})
+}
+
+test_strict_profile_refuses_a_face_only_checkpoint_on_the_internet if {
+	got := match.decision with input as _request("2025-06-02T10:00:00+08:00", {}, 0)
+		with profile.active as _strict({"alternative_verification": false, "link": "internet"})
+	got == {"allow": false, "reasons": [
+		"face data may not leave this checkpoint over the internet",
+		"face recognition may not be the only way through this checkpoint",
+	]}
+}
+
+test_strict_profile_refuses_an_unknown_checkpoint_on_every_count if {
+	got := match.decision with input as _request("2025-06-02T10:00:00+08:00", {"site": "airport"}, 0)
+		with profile.active as _strict({})
+	count(got.reasons) == 3
 }
