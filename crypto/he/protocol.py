@@ -150,8 +150,10 @@ def _masked_values(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.
     set allows; otherwise through SEAL plaintexts (``_masked_values_seal``).
     """
     _check_same(keys.params, masked.params, keys.key_id, masked.key_id)
+    if masked.rounded is not None:
+        return decrypt.rounded_values(keys, masked.rounded)
     if decrypt.supports(keys.params):
-        return decrypt.masked_values(keys, masked.polys)
+        return decrypt.masked_values(keys, masked.residues())
     return _masked_values_seal(keys, masked)
 
 
@@ -163,7 +165,7 @@ def _masked_values_seal(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArra
     sc = s[:, conj]
     q = be.q.reshape(-1, 1)
     scale = 2.0 ** (keys.params.probe_scale_bits + keys.params.template_scale_bits)
-    polys = masked.polys.astype(np.uint64)
+    polys = masked.residues().astype(np.uint64)
     out = np.empty((masked.count, keys.params.slots), dtype=np.float64)
     for i in range(masked.count):
         c0, c1 = polys[i]
