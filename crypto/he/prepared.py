@@ -42,6 +42,8 @@ from crypto.he.gallery import Gallery
 from crypto.he.keys import PublicKeyBundle
 from crypto.he.masks import MaskPool
 from crypto.he.rotkeys import rotate_all
+from crypto.he.rounding import round_c1
+from crypto.he.rounding import supports as rounding_supports
 from crypto.he.wire import SEED_BYTES, Probe, seed_words
 
 __all__ = ["PreparedQuery", "prepare_query", "score_prepared"]
@@ -74,6 +76,8 @@ class PreparedQuery:
     rotations: I64 = field(repr=False)
     order: I64 = field(repr=False)
     query_id: bytes = field(repr=False)
+    #: The c1 rows rounded for the wire (``crypto.he.rounding``), also done in idle time.
+    c1_rounded: npt.NDArray[np.uint64] | None = field(default=None, repr=False)
     _used: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -88,7 +92,8 @@ class PreparedQuery:
 
     @property
     def nbytes(self) -> int:
-        return int(self.w0.nbytes + self.polys.nbytes + self.ar.nbytes)
+        rounded = 0 if self.c1_rounded is None else self.c1_rounded.nbytes
+        return int(self.w0.nbytes + self.polys.nbytes + self.ar.nbytes + rounded)
 
     def take(self, probe: Probe, gallery: Gallery) -> None:
         """Claim this preparation for ``probe``: ``PreparedQueryError`` if it does not fit
@@ -151,6 +156,8 @@ def prepare_query(
         ar=ar,
     ).run()
     clock.lap("prepare_mac")
+    c1_rounded = round_c1(params, polys) if rounding_supports(params) else None
+    clock.lap("round_c1")
     return PreparedQuery(
         key_id=public.key_id,
         seed=seed,
@@ -162,6 +169,7 @@ def prepare_query(
         rotations=rotations,
         order=order,
         query_id=query_id,
+        c1_rounded=c1_rounded,
     )
 
 

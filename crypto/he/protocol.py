@@ -311,7 +311,13 @@ def score_masked(
         clock.lap("mask_material")
         out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
         clock.lap("score_and_mask")
-    result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
+    result = MaskedResult(
+        params=params,
+        key_id=probe.key_id,
+        query_id=query_id,
+        polys=out,
+        c1_rounded=None if prepared is None else prepared.c1_rounded,
+    )
     mapping = QueryMapping(
         query_id=query_id,
         gallery_version=gallery.version,

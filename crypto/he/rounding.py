@@ -36,6 +36,7 @@ import numpy.typing as npt
 from crypto.errors import CryptoError, MalformedInputError, ParameterMismatchError
 from crypto.he import _rounding
 from crypto.he._kernels import mu_for
+from crypto.he._specs import check_array
 from crypto.he.params import ParameterSet
 from crypto.he.rotkeys import context
 
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 U32 = npt.NDArray[np.uint32]
+U64 = npt.NDArray[np.uint64]
 
 #: Bits kept per coefficient of a rounded result's c0 and c1.
 C0_BITS = 32
@@ -157,29 +159,43 @@ def noise_budget(params: ParameterSet) -> NoiseBudget:
     return budget
 
 
-def round_polys(params: ParameterSet, polys: U32) -> RoundedPolys:
-    """Round masked result residues ``polys`` (C, 2, 2, N) (SEAL's NTT order) to the
-    rounded format. ``CryptoError`` if a c0 row is not conjugation-symmetric (the
-    masking's real-part step did not hold, so dropping half of c0 would be wrong)."""
+def _round_row(
+    params: ParameterSet, polys: U32, row: int, bits: int, width: int
+) -> tuple[U64, npt.NDArray[np.int64]]:
+    """(rounded coefficients (C, width) uint64, asymmetry count per ciphertext) of row
+    ``row`` of every ciphertext in ``polys``."""
     if not supports(params):
         raise ParameterMismatchError(f"{params.name} results are not rounded")
     noise_budget(params)
     ctx = context(params)
-    count, n = polys.shape[0], params.poly_degree
+    count = polys.shape[0]
     q0, q1 = params.data_primes
     polys = np.ascontiguousarray(polys, dtype=np.uint32)
+    check_array("polys", polys, np.uint32, (count, 2, 2, params.poly_degree))
+    out = np.empty((count, width), dtype=np.uint64)
+    asym = np.zeros(count, dtype=np.int64)
     inv = np.uint64(pow(q0, -1, q1))
     mu1 = mu_for(ctx.q[:2])[1]
-    asym = np.zeros(count, dtype=np.int64)
-    c0 = np.empty((count, n // 2), dtype=np.uint64)
-    c1 = np.empty((count, n), dtype=np.uint64)
-    unused = np.zeros(count, dtype=np.int64)
-    _rounding.round_rows(
-        polys, 0, ctx.tables, inv, mu1, 2.0**C0_BITS / (q0 * q1), C0_BITS, c0, asym
-    )
-    _rounding.round_rows(
-        polys, 1, ctx.tables, inv, mu1, 2.0**C1_BITS / (q0 * q1), C1_BITS, c1, unused
-    )
+    scale = 2.0**bits / (q0 * q1)
+    _rounding.round_rows(polys, row, ctx.tables, inv, mu1, scale, bits, out, asym)
+    return out, asym
+
+
+def round_c1(params: ParameterSet, polys: U32) -> U64:
+    """The rounded c1 rows (C, N) of ``polys`` (C, 2, 2, N), whose c0 rows may still be
+    unset: a prepared query rounds them in idle time (``crypto.he.prepared``)."""
+    c1, _ = _round_row(params, polys, 1, C1_BITS, params.poly_degree)
+    return c1
+
+
+def round_polys(params: ParameterSet, polys: U32, *, c1: U64 | None = None) -> RoundedPolys:
+    """Round masked result residues ``polys`` (C, 2, 2, N) (SEAL's NTT order) to the
+    rounded format; ``c1``: their c1 rows already rounded (``round_c1``), else they are
+    rounded here. ``CryptoError`` if a c0 row is not conjugation-symmetric (the
+    masking's real-part step did not hold, so dropping half of c0 would be wrong)."""
+    c0, asym = _round_row(params, polys, 0, C0_BITS, params.poly_degree // 2)
     if asym.any():
         raise CryptoError("a masked c0 is not conjugation-symmetric: result not sent")
+    if c1 is None:
+        c1 = round_c1(params, polys)
     return RoundedPolys(c0=c0.astype(np.uint32), c1=c1)

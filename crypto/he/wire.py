@@ -204,6 +204,9 @@ class MaskedResult:
     query_id: bytes
     polys: U32 | None = field(default=None, repr=False)  # (count, 2, k, N)
     rounded: RoundedPolys | None = field(default=None, repr=False)
+    #: With ``polys``: their c1 rows already rounded (a prepared query does it in idle
+    #: time), so writing version 2 rounds only the c0 rows.
+    c1_rounded: npt.NDArray[np.uint64] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         k, n = len(self.params.data_primes), self.params.poly_degree
@@ -216,6 +219,10 @@ class MaskedResult:
             _check_residues(self.params, p.reshape(-1, k, n), "masked result")
         elif self.rounded is not None and self.rounded.c1.shape[1] != n:
             raise MalformedInputError("rounded result has the wrong ring degree")
+        if self.c1_rounded is not None and (
+            self.polys is None or self.c1_rounded.shape != (self.polys.shape[0], n)
+        ):
+            raise MalformedInputError("pre-rounded c1 rows do not match the residues")
         if len(self.query_id) != 16 or len(bytes.fromhex(self.key_id)) != 16:
             raise MalformedInputError("masked result ids must be 16 bytes")
 
@@ -267,7 +274,7 @@ class MaskedResult:
                 raise MalformedInputError("a rounded result cannot be written as version 1")
             body = np.ascontiguousarray(self.polys, dtype="<u4")
             return b"".join((head, body.data.cast("B")))  # one copy of the residues
-        rounded = self.rounded or round_polys(self.params, self.residues())
+        rounded = self.rounded or round_polys(self.params, self.residues(), c1=self.c1_rounded)
         return b"".join((head, _ROUNDED_BITS.pack(C0_BITS, C1_BITS), rounded.to_bytes()))
 
     @classmethod
