@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from crypto.he._kernels import _mulmod, _red
-from crypto.he._keyswitch import intt_t, ntt_t
+from crypto.he._keyswitch import _mod, _sub_if, intt_t, ntt_t
 
 
 @njit(cache=True, inline="always")
@@ -81,7 +81,8 @@ def rounded_products(c1, bits, s, sc, conj, mu, tb, out):  # type: ignore[no-unt
     """out[i, p] = INTT_p(NTT_p(c1'_i)·s + NTT_p(c1'_i)[conj]·sc) mod q_p, natural order.
 
     c1: uint64 (C, N), the rounded c1 rows in [0, 2^bits), centred here; s, sc: uint64
-    (k, N) the secret's NTT residues in SEAL's order and their conjugate; conj: int64
+    (k, N) the secret's NTT residues in SEAL's order and their conjugate (the caller
+    checked ``_keyswitch.reduction_fits(q, 2^bits)`` for each data prime); conj: int64
     (N,) the conjugation's index map in that order; mu: Barrett constants of the data
     primes; tb: the key-switching limb tables; out: uint64 (C, k, N). One thread, like
     ``decrypt._decrypt_coefficients`` (a gate calls this from its own threads).
@@ -89,22 +90,22 @@ def rounded_products(c1, bits, s, sc, conj, mu, tb, out):  # type: ignore[no-unt
     count, n = c1.shape
     k = out.shape[1]
     q = tb[0]
-    half = np.int64(1) << np.int64(bits - 1)
-    full = np.int64(1) << np.int64(bits)
+    half = np.uint64(1) << np.uint64(bits - 1)
     row = np.empty(n, dtype=np.uint64)
     spec = np.empty((8, n // 8), dtype=np.uint64)
     seal = np.empty(n, dtype=np.uint64)
     for i in range(count):
         for p in range(k):
             qq = q[p]
-            qi = np.int64(qq)
             mm = mu[p]
+            r32 = (np.uint64(1) << np.uint64(32)) % qq
+            m37 = (np.uint64(1) << np.uint64(37)) // qq
+            # centring subtracts 2^bits: add q − (2^bits mod q) instead
+            minus = qq - (np.uint64(1) << np.uint64(bits)) % qq
             for x in range(n):
-                v = np.int64(c1[i, x])
-                if v >= half:
-                    v -= full
-                r = v % qi
-                row[x] = np.uint64(r + qi if r < 0 else r)
+                w = c1[i, x]
+                r = _mod(w, qq, r32, m37)  # exact for w < 2^bits (``reduction_fits``)
+                row[x] = _sub_if(r + minus, qq) if w >= half else r
             ntt_t(row, spec, tb[1][p], tb[2][p], tb[5][p], tb[6][p], qq)
             for e in range(n):
                 seal[e] = spec[e % 8, e // 8]

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from numba import njit
 
 from crypto.he._kernels import _mulmod, _red, mu_for
-from crypto.he._keyswitch import intt_t
+from crypto.he._keyswitch import intt_t, reduction_fits
 from crypto.he._rounding import rounded_products
 from crypto.he._seal import backend
 from crypto.he.keys import GateKeyBundle
@@ -143,6 +143,8 @@ def rounded_values(keys: GateKeyBundle, rounded: RoundedPolys) -> npt.NDArray[np
     params = keys.params
     if not supports(params):
         raise ValueError(f"{params.name} is not decrypted on the residues")
+    if not all(reduction_fits(q, (1 << C1_BITS) - 1) for q in params.data_primes):
+        raise ValueError(f"{params.name}: rounded c1 cannot be reduced exactly")
     be = backend(params)
     ctx = context(params)
     count, n = rounded.count, params.poly_degree
