@@ -35,8 +35,8 @@ def run(n: int, d: int, repeat: int, threads: list[int], params_name: str) -> di
     import numba
 
     from crypto.he import Gallery, get_parameter_set
-    from crypto.he._kernels import mu_for, r32_for, score_and_mask
     from crypto.he._seal import backend
+    from crypto.he._specs import FusedScore, Primes, QueryLayout
 
     params = get_parameter_set(params_name)
     be = backend(params)
@@ -52,29 +52,25 @@ def run(n: int, d: int, repeat: int, threads: list[int], params_name: str) -> di
     masks = _residues(rng, (count, 3, k, nn), q, 2)
     pk = _residues(rng, (2, k, nn), q, 1)
     tau = rng.integers(0, 1 << 62, size=k, dtype=np.uint64) % q
-    r32, mu = r32_for(q), mu_for(q)
+    primes = Primes.of(q)
     out = np.empty((count, 2, k, nn), dtype=np.uint32)
 
     def call(seed: int) -> None:
         r = np.random.default_rng(seed)
         rotations = r.integers(0, s, size=count).astype(np.int64)
         order = r.permutation(count).astype(np.int64)
-        score_and_mask(
-            gallery.diagonals,
-            probe,
-            gallery.pad_bias,
-            tau,
-            masks,
-            pk,
-            rotations,
-            np.argsort(order).astype(np.int64),
-            np.argsort(rotations, kind="stable").astype(np.int64),
-            q,
-            r32,
-            mu,
-            be.slot_to_ntt,
-            out,
-        )
+        FusedScore(
+            diagonals=gallery.diagonals,
+            pad=gallery.pad_bias,
+            probe=probe,
+            tau=tau,
+            masks=masks,
+            pk=pk,
+            layout=QueryLayout.of(rotations, order, s),
+            primes=primes,
+            to_ntt=be.slot_to_ntt,
+            out=out,
+        ).run()
 
     call(0)  # compile / load from cache
     result: dict[str, object] = {

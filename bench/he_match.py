@@ -66,6 +66,26 @@ def _stage_medians(laps: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+#: Seconds between two travellers at one gate (the link budget: one result per traveller).
+TRAVELLER_INTERVAL_S = 6.0
+
+
+def _link_capacity(params, result_bytes: int, count: int) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Largest watchlist whose result a gate link of 10 / 100 Mbit/s downloads within one
+    traveller interval, in the format of this result (whole result ciphertexts of S
+    rows; transport overhead not counted)."""
+    from crypto.he import MaskedResult
+
+    version = MaskedResult.default_version(params)
+    per_ct = MaskedResult.size_for(params, 2, version) - MaskedResult.size_for(params, 1, version)
+    header = result_bytes - count * per_ct
+    out = {}
+    for mbit in (10, 100):
+        budget = mbit * 1e6 / 8 * TRAVELLER_INTERVAL_S
+        out[f"{mbit}_mbit"] = int((budget - header) // per_ct) * params.slots
+    return out
+
+
 def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type: ignore[no-untyped-def]
     from crypto.he import (
         Gallery,
@@ -180,11 +200,16 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
     reveal_ms = _median_ms(
         lambda: reveal(keys, MaskedResult.from_bytes(result_bytes)), min(repeat, 5)
     )
-    rows = resolve(reveal(keys, masked), mapping)
+    # What the gate decides from the bytes it receives, against the plaintext answer
+    # and against the exact (unrounded, version-1) result of the same query.
+    rows = resolve(reveal(keys, MaskedResult.from_bytes(result_bytes)), mapping)
+    exact_rows = resolve(reveal(keys, masked), mapping)
     scores = templates.astype(np.float64) @ v
     want = set(np.flatnonzero(scores > tau).tolist())
     differ = set(rows) ^ want
     decisions_ok = all(abs(scores[i] - tau) <= 1e-3 for i in differ)
+    v1_bytes = MaskedResult.size_for(params, masked.count, 1)
+    link = _link_capacity(params, len(result_bytes), masked.count)
     he_scores = debug_scores(probe, gallery, public, keys)
     max_error = float(np.abs(he_scores - scores).max())
     return {
@@ -215,6 +240,12 @@ def run(n: int, d: int, repeat: int, keys, params) -> dict[str, object]:  # type
         "gate_reveal_ms": round(reveal_ms, 2),
         "upload_bytes": len(probe_bytes),
         "download_bytes": len(result_bytes),
+        "download_bytes_v1": v1_bytes,
+        "result_format": result_bytes[4],
+        "bytes_per_row": round(len(result_bytes) / n, 2),
+        "bytes_per_row_v1": round(v1_bytes / n, 2),
+        "max_watchlist_at_6s": link,
+        "decisions_equal_v1": rows == exact_rows,
         "result_ciphertexts": masked.count,
         "gallery_build_s": round(build_s, 2),
         "gallery_mb": round(gallery.nbytes / 1e6, 1),

@@ -9,14 +9,13 @@ import random
 import numpy as np
 import numpy.typing as npt
 
-from crypto.he._kernels import mu_for, r32_for
 from crypto.he._seal import Backend
+from crypto.he._specs import Primes, QueryLayout
 from crypto.he.gallery import Gallery
-from crypto.he.keys import PublicKeyBundle
 from crypto.he.masks import MaskPool, default_pool, generate_units
 from crypto.he.params import ParameterSet
 
-__all__ = ["kernel_inputs", "mask_units", "query_randomness", "tau_residues"]
+__all__ = ["mask_units", "primes", "query_layout", "query_randomness", "tau_residues"]
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -55,18 +54,13 @@ def tau_residues(be: Backend, gallery: Gallery, threshold: float) -> U64:
     return np.array([round(threshold * 2.0**scale_bits) % int(p) for p in be.q], dtype=np.uint64)
 
 
-def kernel_inputs(
-    be: Backend, public: PublicKeyBundle, rotations: I64, order: I64
-) -> tuple[npt.NDArray[np.uint32], I64, I64, I64, U64, U64, U64]:
-    """(pk, rotations, position, visit, q, r32, mu) in the kernels' argument order:
-    the public key in slot order, each gallery block's result position (the inverse of
-    ``order``) and the block visit order (by rotation, so windows overlap in cache)."""
-    return (
-        public.public_slot_residues(),
-        rotations,
-        np.argsort(order).astype(np.int64),
-        np.argsort(rotations, kind="stable").astype(np.int64),
-        be.q,
-        r32_for(be.q),
-        mu_for(be.q),
-    )
+def query_layout(params: ParameterSet, rotations: I64, order: I64) -> QueryLayout:
+    """The kernels' view of a query's secret choices: each gallery block's result
+    position (the inverse of ``order``) and the block visit order (by rotation, so
+    windows overlap in cache), validated (``_specs.QueryLayout``)."""
+    return QueryLayout.of(rotations, order, params.slots)
+
+
+def primes(be: Backend) -> Primes:
+    """The data primes and their reduction constants (cached per prime tuple)."""
+    return Primes.of(be.q)

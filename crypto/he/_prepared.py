@@ -213,13 +213,14 @@ def prepare_half(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
 
 @njit(parallel=True, cache=True, nogil=True)
 def score_c0(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
-    gallery, c0, w0, ar, tau, rotations, visit, position, q, r32, mu, ntt_to_slot, out
+    gallery, c0, w0, ar, tau, rotations, position, visit, q, r32, mu, ntt_to_slot, out
 ):
     """The c0 rows of every masked result ciphertext, in SEAL's NTT order (``out[:, 0]``).
 
     c0: uint32 (k, N) slot order, the uploaded ciphertext's c0; w0, ar: uint32 (C, k, 2,
     S) from ``prepare_half``; out: uint32 (C, 2, k, N), row 1 left to the caller. Other
-    arguments as in ``_kernels.score_and_mask``.
+    arguments as in ``_kernels.score_and_mask`` (rotations, position, visit in its
+    order; the Python call site is ``_specs.PreparedOnline``).
     """
     k, blocks, n_ct, _, d, width = gallery.shape
     n = c0.shape[1]

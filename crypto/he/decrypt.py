@@ -31,13 +31,15 @@ import numpy.typing as npt
 from numba import njit
 
 from crypto.he._kernels import _mulmod, _red, mu_for
-from crypto.he._keyswitch import intt_t
+from crypto.he._keyswitch import intt_t, reduction_fits
+from crypto.he._rounding import rounded_products
 from crypto.he._seal import backend
 from crypto.he.keys import GateKeyBundle
 from crypto.he.params import ParameterSet
 from crypto.he.rotkeys import context
+from crypto.he.rounding import C0_BITS, C1_BITS, RoundedPolys
 
-__all__ = ["masked_values", "supports"]
+__all__ = ["masked_values", "rounded_values", "supports"]
 
 
 def supports(params: ParameterSet) -> bool:
@@ -126,3 +128,45 @@ def masked_values(keys: GateKeyBundle, polys: npt.NDArray[np.uint32]) -> npt.NDA
     spectrum = np.fft.ifft(centred * twist, axis=1)
     scale = 2.0 ** (params.probe_scale_bits + params.template_scale_bits)
     return np.ascontiguousarray(spectrum[:, bins].real * (n / scale))
+
+
+def rounded_values(keys: GateKeyBundle, rounded: RoundedPolys) -> npt.NDArray[np.float64]:
+    """Real parts of the decrypted slots, (C, slots) float64, of a rounded result
+    (``crypto.he.rounding``) made under ``keys`` (the caller checked key and parameters).
+
+    m' = c0'·2^(b1−b0) + [c1'·s + σ_conj(c1')·σ_conj(s)] mod 2^b1, centred: the bracket
+    is computed exactly through the data primes (``_rounding.rounded_products``; its
+    coefficients are below 2^(b1+12) < Q/2, so the CRT is exact and so is its float64),
+    the rest in int64. m' is the decryption of the unrounded result times 2^b1/Q plus
+    the rounding noise; the embedding is then the same FFT as ``masked_values``.
+    """
+    params = keys.params
+    if not supports(params):
+        raise ValueError(f"{params.name} is not decrypted on the residues")
+    if not all(reduction_fits(q, (1 << C1_BITS) - 1) for q in params.data_primes):
+        raise ValueError(f"{params.name}: rounded c1 cannot be reduced exactly")
+    be = backend(params)
+    ctx = context(params)
+    count, n = rounded.count, params.poly_degree
+    _, s = keys.secret_residues()
+    conj = be.galois_perm(be.conj_elt)
+    s = np.ascontiguousarray(s, dtype=np.uint64)
+    sc = np.ascontiguousarray(s[:, conj])
+    mu = mu_for(be.q)
+    coeffs = np.empty((count, be.k, n), dtype=np.uint64)
+    rounded_products(np.ascontiguousarray(rounded.c1), C1_BITS, s, sc, conj, mu, ctx.tables, coeffs)
+    q0, q1 = be.q[0], be.q[1]
+    products = np.empty((count, n), dtype=np.float64)
+    _crt_centred(coeffs, q0, q1, np.uint64(pow(int(q0), -1, int(q1))), mu[1], products)
+    half = n // 2
+    c0 = np.zeros((count, n), dtype=np.int64)
+    c0[:, :half] = rounded.c0
+    c0[:, half + 1 :] = -c0[:, half - 1 : 0 : -1]  # c0_{N−t} = −c0_t; c0_{N/2} = 0
+    mask = np.int64((1 << C1_BITS) - 1)
+    m = ((c0 << (C1_BITS - C0_BITS)) + products.astype(np.int64)) & mask
+    m -= (m >> (C1_BITS - 1)) << C1_BITS  # centred in [−2^(b1−1), 2^(b1−1))
+    twist, bins = _embedding(params)
+    spectrum = np.fft.ifft(m.astype(np.float64) * twist, axis=1)
+    scale = 2.0 ** (params.probe_scale_bits + params.template_scale_bits)
+    big_q = float(int(q0) * int(q1))
+    return np.ascontiguousarray(spectrum[:, bins].real * (n * big_q / 2.0**C1_BITS / scale))

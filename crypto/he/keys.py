@@ -41,7 +41,12 @@ from crypto.errors import (
     UnknownKeyError,
 )
 from crypto.he.params import ParameterSet, get_parameter_set
-from crypto.he.rotkeys import RotationKeys, generate_rotation_keys, steps_needed
+from crypto.he.rotkeys import (
+    RotationKeyPair,
+    RotationKeys,
+    generate_rotation_keys,
+    steps_needed,
+)
 
 __all__ = ["GateKeyBundle", "KeyRegistry", "PublicKeyBundle", "key_id_for"]
 
@@ -177,6 +182,12 @@ class PublicKeyBundle:
         """
         _, b, a = self._rotation_arrays
         return b, a
+
+    def rotation_key_pair(self) -> RotationKeyPair:
+        """The rotation keys as ``rotate_all`` takes them: steps, ``b`` and ``a`` by
+        name (same arrays as ``rotation_keys``)."""
+        steps, b, a = self._rotation_arrays
+        return RotationKeyPair(steps=steps, b=b, a=a)
 
     @property
     def rotation_key_steps(self) -> tuple[int, ...]:

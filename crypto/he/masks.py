@@ -34,7 +34,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from crypto.he._kernels import WORDS_PER_COEFF, mask_units, mask_units_parallel, mu_for
+from crypto.he._kernels import WORDS_PER_COEFF
+from crypto.he._specs import MaskMaterial, NttTables, Primes
 from crypto.he.params import ParameterSet
 
 __all__ = ["DEFAULT_POOL_BYTES", "MaskPool", "default_pool", "generate_units", "unit_bytes"]
@@ -85,18 +86,15 @@ def generate_units(
     if count == 0:
         return out
     psi_rev, psi_shoup = be.ntt_tables
-    kernel = mask_units_parallel if parallel else mask_units
-    kernel(
-        _random_words(params, count, rng),
-        params.mask_weight,
-        params.flood_bits,
-        be.q,
-        mu_for(be.q),
-        psi_rev,
-        psi_shoup,
-        be.slot_to_ntt,
-        out,
-    )
+    MaskMaterial(
+        words=_random_words(params, count, rng),
+        weight=params.mask_weight,
+        flood_bits=params.flood_bits,
+        primes=Primes.of(be.q),
+        ntt=NttTables(psi_rev=psi_rev, psi_shoup=psi_shoup),
+        to_ntt=be.slot_to_ntt,
+        out=out,
+    ).run(parallel=parallel)
     return out
 
 

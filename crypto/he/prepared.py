@@ -35,14 +35,15 @@ import numpy as np
 import numpy.typing as npt
 
 from crypto.errors import GalleryError, ParameterMismatchError, PreparedQueryError
-from crypto.he._inputs import kernel_inputs, mask_units, query_randomness, tau_residues
-from crypto.he._kernels import expand_probe
-from crypto.he._prepared import prepare_half, score_c0
+from crypto.he._inputs import mask_units, primes, query_layout, query_randomness, tau_residues
 from crypto.he._seal import Backend, backend
+from crypto.he._specs import PreparedHalf, PreparedOnline, ProbeExpansion
 from crypto.he.gallery import Gallery
 from crypto.he.keys import PublicKeyBundle
 from crypto.he.masks import MaskPool
 from crypto.he.rotkeys import rotate_all
+from crypto.he.rounding import round_c1
+from crypto.he.rounding import supports as rounding_supports
 from crypto.he.wire import SEED_BYTES, Probe, seed_words
 
 __all__ = ["PreparedQuery", "prepare_query", "score_prepared"]
@@ -75,6 +76,8 @@ class PreparedQuery:
     rotations: I64 = field(repr=False)
     order: I64 = field(repr=False)
     query_id: bytes = field(repr=False)
+    #: The c1 rows rounded for the wire (``crypto.he.rounding``), also done in idle time.
+    c1_rounded: npt.NDArray[np.uint64] | None = field(default=None, repr=False)
     _used: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -89,7 +92,8 @@ class PreparedQuery:
 
     @property
     def nbytes(self) -> int:
-        return int(self.w0.nbytes + self.polys.nbytes + self.ar.nbytes)
+        rounded = 0 if self.c1_rounded is None else self.c1_rounded.nbytes
+        return int(self.w0.nbytes + self.polys.nbytes + self.ar.nbytes + rounded)
 
     def take(self, probe: Probe, gallery: Gallery) -> None:
         """Claim this preparation for ``probe``: ``PreparedQueryError`` if it does not fit
@@ -138,19 +142,22 @@ def prepare_query(
     polys = np.zeros((count, 2, be.k, be.n), dtype=np.uint32)
     w0 = np.empty((count, be.k, 2, params.slots), dtype=np.uint32)
     ar = np.empty_like(w0)
-    inputs = kernel_inputs(be, public, rotations, order)
-    prepare_half(
-        gallery.diagonals,
-        full,
-        gallery.pad_bias,
-        units,
-        *inputs,
-        _ntt_to_slot(be),
-        polys[:, 1],
-        w0,
-        ar,
-    )
+    PreparedHalf(
+        diagonals=gallery.diagonals,
+        pad=gallery.pad_bias,
+        probe=full,
+        masks=units,
+        pk=public.public_slot_residues(),
+        layout=query_layout(params, rotations, order),
+        primes=primes(be),
+        ntt_to_slot=_ntt_to_slot(be),
+        out1=polys[:, 1],
+        w0=w0,
+        ar=ar,
+    ).run()
     clock.lap("prepare_mac")
+    c1_rounded = round_c1(params, polys) if rounding_supports(params) else None
+    clock.lap("round_c1")
     return PreparedQuery(
         key_id=public.key_id,
         seed=seed,
@@ -162,6 +169,7 @@ def prepare_query(
         rotations=rotations,
         order=order,
         query_id=query_id,
+        c1_rounded=c1_rounded,
     )
 
 
@@ -173,9 +181,14 @@ def _rotations_of_seed(
     diag_count, _ = params.probe_layout(gallery.dim)
     full = np.empty((diag_count, 2, be.k, be.n), dtype=np.uint32)
     zero = np.zeros((1, be.k, be.n), dtype=np.uint32)
-    expand_probe(zero, seed_words(params, (seed,)), be.q, be.slot_to_ntt, full)
-    keys_b, keys_a = public.rotation_keys()
-    rotate_all(params, full[0].copy(), keys_b, keys_a, full, steps=public.rotation_key_steps)
+    ProbeExpansion(
+        c0=zero,
+        c1_words=seed_words(params, (seed,)),
+        primes=primes(be),
+        to_ntt=be.slot_to_ntt,
+        out=full,
+    ).run()
+    rotate_all(params, full[0].copy(), public.rotation_key_pair(), full)
     return full
 
 
@@ -197,24 +210,17 @@ def score_prepared(
     prepared.take(probe, gallery)
     c0 = np.ascontiguousarray(probe.c0[0][:, be.slot_to_ntt])
     out = prepared.polys  # single use: the c0 rows are written in place
-    _, rotations, position, visit, q, r32, mu = kernel_inputs(
-        be, public, prepared.rotations, prepared.order
-    )
-    score_c0(
-        gallery.diagonals,
-        c0,
-        prepared.w0,
-        prepared.ar,
-        tau_residues(be, gallery, threshold),
-        rotations,
-        visit,
-        position,
-        q,
-        r32,
-        mu,
-        _ntt_to_slot(be),
-        out,
-    )
+    PreparedOnline(
+        diagonals=gallery.diagonals,
+        c0=c0,
+        w0=prepared.w0,
+        ar=prepared.ar,
+        tau=tau_residues(be, gallery, threshold),
+        layout=query_layout(gallery.params, prepared.rotations, prepared.order),
+        primes=primes(be),
+        ntt_to_slot=_ntt_to_slot(be),
+        out=out,
+    ).run()
     return out
 
 

@@ -43,9 +43,9 @@ from crypto.errors import (
     ParameterMismatchError,
 )
 from crypto.he import decrypt
-from crypto.he._inputs import kernel_inputs, mask_units, query_randomness, tau_residues
-from crypto.he._kernels import expand_probe, score_and_mask
+from crypto.he._inputs import mask_units, primes, query_layout, query_randomness, tau_residues
 from crypto.he._seal import Backend, backend
+from crypto.he._specs import FusedScore, ProbeExpansion
 from crypto.he.gallery import Gallery
 from crypto.he.keys import GateKeyBundle, PublicKeyBundle
 from crypto.he.masks import MaskPool
@@ -150,8 +150,10 @@ def _masked_values(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArray[np.
     set allows; otherwise through SEAL plaintexts (``_masked_values_seal``).
     """
     _check_same(keys.params, masked.params, keys.key_id, masked.key_id)
+    if masked.rounded is not None:
+        return decrypt.rounded_values(keys, masked.rounded)
     if decrypt.supports(keys.params):
-        return decrypt.masked_values(keys, masked.polys)
+        return decrypt.masked_values(keys, masked.residues())
     return _masked_values_seal(keys, masked)
 
 
@@ -163,7 +165,7 @@ def _masked_values_seal(keys: GateKeyBundle, masked: MaskedResult) -> npt.NDArra
     sc = s[:, conj]
     q = be.q.reshape(-1, 1)
     scale = 2.0 ** (keys.params.probe_scale_bits + keys.params.template_scale_bits)
-    polys = masked.polys.astype(np.uint64)
+    polys = masked.residues().astype(np.uint64)
     out = np.empty((masked.count, keys.params.slots), dtype=np.float64)
     for i in range(masked.count):
         c0, c1 = polys[i]
@@ -190,13 +192,19 @@ def _expand_probe(
     params = probe.params
     diag_count, baby = params.probe_layout(probe.dim)
     full = np.empty((diag_count, 2, be.k, be.n), dtype=np.uint32)
-    expand_probe(probe.c0, seed_words(params, probe.seeds), be.q, be.slot_to_ntt, full)
+    ProbeExpansion(
+        c0=probe.c0,
+        c1_words=seed_words(params, probe.seeds),
+        primes=primes(be),
+        to_ntt=be.slot_to_ntt,
+        out=full,
+    ).run()
     if params.single_ciphertext:
         # One uploaded ciphertext: the D − 1 rotations by hoisted key switching.
-        keys_b, keys_a = public.rotation_keys()
+        keys = public.rotation_key_pair()
         if clock is not None:
             clock.lap("probe_expand")
-        rotate_all(params, full[0].copy(), keys_b, keys_a, full, steps=public.rotation_key_steps)
+        rotate_all(params, full[0].copy(), keys, full)
         if clock is not None:
             clock.lap("rotations")
     elif diag_count > baby:
@@ -245,23 +253,18 @@ def _score_kernel(
     order: I64,
 ) -> npt.NDArray[np.uint32]:
     out = np.empty((gallery.ciphertexts, 2, be.k, be.n), dtype=np.uint32)
-    pk, rotations, position, visit, q, r32, mu = kernel_inputs(be, public, rotations, order)
-    score_and_mask(
-        gallery.diagonals,
-        probe_full,
-        gallery.pad_bias,
-        tau_residues(be, gallery, threshold),
-        units,
-        pk,
-        rotations,
-        position,
-        visit,
-        q,
-        r32,
-        mu,
-        be.slot_to_ntt,
-        out,
-    )
+    FusedScore(
+        diagonals=gallery.diagonals,
+        pad=gallery.pad_bias,
+        probe=probe_full,
+        tau=tau_residues(be, gallery, threshold),
+        masks=units,
+        pk=public.public_slot_residues(),
+        layout=query_layout(gallery.params, rotations, order),
+        primes=primes(be),
+        to_ntt=be.slot_to_ntt,
+        out=out,
+    ).run()
     return out
 
 
@@ -308,7 +311,13 @@ def score_masked(
         clock.lap("mask_material")
         out = _score_kernel(be, full, gallery, threshold, units, public, rotations, order)
         clock.lap("score_and_mask")
-    result = MaskedResult(params=params, key_id=probe.key_id, query_id=query_id, polys=out)
+    result = MaskedResult(
+        params=params,
+        key_id=probe.key_id,
+        query_id=query_id,
+        polys=out,
+        c1_rounded=None if prepared is None else prepared.c1_rounded,
+    )
     mapping = QueryMapping(
         query_id=query_id,
         gallery_version=gallery.version,

@@ -42,13 +42,16 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from crypto.errors import CryptoError, LayoutError, MalformedInputError, OversizedInputError
 from crypto.he import _keyswitch as ks
+from crypto.he._specs import KernelSpecError, check_array
 from crypto.he.params import ParameterSet, get_parameter_set
 
 if TYPE_CHECKING:  # SEAL is imported lazily, only where a backend is made
     from crypto.he._seal import Backend
 
 __all__ = [
+    "RotationKeyPair",
     "RotationKeys",
+    "RotationPlan",
     "SwitchContext",
     "generate_rotation_keys",
     "rotate_all",
@@ -57,6 +60,7 @@ __all__ = [
 
 U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
 
 _MAGIC = b"VMRK"
 _VERSION = 1
@@ -438,47 +442,89 @@ def steps_needed(params: ParameterSet, diagonals: int) -> tuple[int, ...]:
     return tuple(range(1, min(baby, diagonals))) + tuple(baby * g for g in range(1, giants))
 
 
-def rotate_all(
-    params: ParameterSet,
-    first: U32,
-    keys_b: U32,
-    keys_a: U32,
-    out: U32,
-    *,
-    steps: tuple[int, ...] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class RotationKeyPair:
+    """A gate's rotation keys as the key-switching kernel takes them: key i switches
+    σ_{steps[i]}(s) → s, its ``b`` and expanded ``a`` parts each (K, k, L, N) uint32 in
+    slot order. Named so the two same-shaped halves cannot be swapped at a call site;
+    checked on construction (dtype, shapes, contiguity, one step per key)."""
+
+    steps: tuple[int, ...]
+    b: U32 = field(repr=False)
+    a: U32 = field(repr=False)
+
+    def __post_init__(self) -> None:
+        shape = (len(self.steps), -1, -1, -1)
+        check_array("rotation keys b", self.b, np.uint32, shape)
+        check_array("rotation keys a", self.a, np.uint32, self.b.shape)
+        if len(set(self.steps)) != len(self.steps) or min(self.steps, default=1) < 1:
+            raise KernelSpecError("rotation key steps must be distinct and positive")
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """One batch of hoisted rotations, int64 (T,) each: task t writes
+    σ_{steps[t]}(source ciphertext ``source[t]``) to ``out[target[t]]`` with rotation key
+    ``key_index[t]``. Checked on construction: equal lengths, and each key index holds
+    the key for its step (so steps and key indices cannot be confused)."""
+
+    source: I64
+    steps: I64
+    key_index: I64
+    target: I64
+
+    def __post_init__(self) -> None:
+        tasks = self.steps.shape[0] if isinstance(self.steps, np.ndarray) else -1
+        for name in ("source", "steps", "key_index", "target"):
+            check_array(name, getattr(self, name), np.int64, (tasks,))
+
+    @classmethod
+    def of(
+        cls, keys: RotationKeyPair, source: list[int], steps: list[int], target: list[int]
+    ) -> RotationPlan:
+        index = {step: i for i, step in enumerate(keys.steps)}
+        return cls(
+            source=np.array(source, dtype=np.int64),
+            steps=np.array(steps, dtype=np.int64),
+            key_index=np.array([index[s] for s in steps], dtype=np.int64),
+            target=np.array(target, dtype=np.int64),
+        )
+
+    def check(self, keys: RotationKeyPair, sources: int, targets: int) -> None:
+        """``KernelSpecError`` unless every index is in range for these operands."""
+        if self.steps.size == 0:
+            return
+        if self.source.min() < 0 or self.source.max() >= sources:
+            raise KernelSpecError("a rotation source is out of range")
+        if self.target.min() < 0 or self.target.max() >= targets:
+            raise KernelSpecError("a rotation target is out of range")
+        if self.key_index.min() < 0 or self.key_index.max() >= len(keys.steps):
+            raise KernelSpecError("a rotation key index is out of range")
+        if any(keys.steps[i] != s for i, s in zip(self.key_index, self.steps, strict=True)):
+            raise KernelSpecError("a rotation uses the key of another step")
+
+
+def rotate_all(params: ParameterSet, first: U32, keys: RotationKeyPair, out: U32) -> None:
     """Fill out[1..D−1] with rotations of out[0] (= ``first``), all under the gate's key.
 
-    first: (2, k, N) uint32 slot order (the uploaded ciphertext); keys_b, keys_a:
-    (K, k, L, N) uint32 slot order, key i for step ``steps[i]`` (default: all of
-    ``params.rotation_key_steps``; a subset holding ``steps_needed`` is enough); out:
-    (D, 2, k, N) uint32. D − 1 key switches: giant steps g·B from the upload, then baby
-    steps b from each giant (each source decomposed once: hoisting).
+    first: (2, k, N) uint32 slot order (the uploaded ciphertext); keys: the gate's
+    rotation keys (all of ``params.rotation_key_steps``, or a subset holding
+    ``steps_needed``); out: (D, 2, k, N) uint32. D − 1 key switches: giant steps g·B
+    from the upload, then baby steps b from each giant (each source decomposed once:
+    hoisting).
     """
     ctx = context(params)
     d = out.shape[0]
     baby, _ = params.rotation_steps
     out[0] = first
     giants = (d + baby - 1) // baby
-    index = {step: i for i, step in enumerate(steps or params.rotation_key_steps)}
-    missing = set(steps_needed(params, d)) - set(index)
+    missing = set(steps_needed(params, d)) - set(keys.steps)
     if missing:
         raise CryptoError(f"no rotation key for steps {sorted(missing)}")
-    zero = np.zeros(1, dtype=np.int64)
     if giants > 1:
-        g_steps = np.array([g * baby for g in range(1, giants)], dtype=np.int64)
-        _rotate(
-            ctx,
-            out[0:1, 0],
-            out[0:1, 1],
-            keys_b,
-            keys_a,
-            np.repeat(zero, g_steps.size),
-            g_steps,
-            np.array([index[s] for s in g_steps], dtype=np.int64),
-            g_steps,
-            out,
-        )
+        g_steps = [g * baby for g in range(1, giants)]
+        plan = RotationPlan.of(keys, [0] * len(g_steps), g_steps, g_steps)
+        _rotate(ctx, out[0:1, 0], out[0:1, 1], keys, plan, out)
     b_src, b_steps, b_dst = [], [], []
     for g in range(giants):
         for b in range(1, baby):
@@ -488,50 +534,43 @@ def rotate_all(
                 b_dst.append(g * baby + b)
     if b_src:
         sources = out[0 : giants * baby : baby]
-        steps_arr = np.array(b_steps, dtype=np.int64)
         _rotate(
             ctx,
             np.ascontiguousarray(sources[:, 0]),
             np.ascontiguousarray(sources[:, 1]),
-            keys_b,
-            keys_a,
-            np.array(b_src, dtype=np.int64),
-            steps_arr,
-            np.array([index[s] for s in b_steps], dtype=np.int64),
-            np.array(b_dst, dtype=np.int64),
+            keys,
+            RotationPlan.of(keys, b_src, b_steps, b_dst),
             out,
         )
 
 
 def _rotate(
-    ctx: SwitchContext,
-    c0: U32,
-    c1: U32,
-    keys_b: U32,
-    keys_a: U32,
-    source: npt.NDArray[np.int64],
-    steps: npt.NDArray[np.int64],
-    key_index: npt.NDArray[np.int64],
-    target: npt.NDArray[np.int64],
-    out: U32,
+    ctx: SwitchContext, c0: U32, c1: U32, keys: RotationKeyPair, plan: RotationPlan, out: U32
 ) -> None:
-    digits = np.empty((c1.shape[0], ctx.k, ctx.limbs, ctx.params.poly_degree), dtype=np.uint32)
-    to_t = ctx.to_t
-    from_t = ctx.from_t
-    ks.decompose(np.ascontiguousarray(c1), ctx.tables, to_t, from_t, digits)
+    """Decompose the sources (c0, c1), (G, k, N) each, once; then run ``plan`` into out."""
+    n = ctx.params.poly_degree
+    c0 = np.ascontiguousarray(c0)
+    c1 = np.ascontiguousarray(c1)
+    check_array("c0", c0, np.uint32, (-1, ctx.k, n))
+    check_array("c1", c1, np.uint32, c0.shape)
+    check_array("out", out, np.uint32, (-1, 2, ctx.k, n), writeable=True)
+    check_array("rotation keys b", keys.b, np.uint32, (-1, ctx.k, ctx.limbs, n))
+    plan.check(keys, c0.shape[0], out.shape[0])
+    digits = np.empty((c1.shape[0], ctx.k, ctx.limbs, n), dtype=np.uint32)
+    ks.decompose(c1, ctx.tables, ctx.to_t, ctx.from_t, digits)
     ks.rotate_hoisted(
-        np.ascontiguousarray(c0),
+        c0,
         digits,
-        keys_b,
-        keys_a,
-        source,
-        steps,
-        key_index,
-        target,
+        keys.b,
+        keys.a,
+        plan.source,
+        plan.steps,
+        plan.key_index,
+        plan.target,
         ctx.tables,
         ctx.crt,
-        to_t,
-        from_t,
+        ctx.to_t,
+        ctx.from_t,
         numba.get_num_threads(),
         out,
     )

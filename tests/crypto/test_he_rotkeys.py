@@ -47,8 +47,7 @@ def test_every_rotation_decrypts_to_the_rotated_plaintext(
     u = rng.uniform(-1, 1, d) + 1j * rng.uniform(-1, 1, d)
     slots = np.arange(params.slots)
     out = np.empty((d, 2, len(params.data_primes), params.poly_degree), dtype=np.uint32)
-    b, a = keys.public().rotation_keys()
-    rotate_all(params, _encrypt_packed(keys, u[slots % d]), b, a, out)
+    rotate_all(params, _encrypt_packed(keys, u[slots % d]), keys.public().rotation_key_pair(), out)
     errors = [np.abs(_decrypt(keys, out[j]) - u[(slots + j) % d]).max() for j in range(d)]
     # Largest slot error: fresh ≈ 2.5e-6; after one or two key switches ≈ 3e-5 (rounding
     # of ≈ 15 coefficient units per switch at Δv = 2**28, see docs/crypto.md).
@@ -65,8 +64,8 @@ def test_rotation_with_another_gates_keys_is_garbage(
     u = rng.uniform(-1, 1, 16) + 0j
     slots = np.arange(params.slots)
     out = np.empty((16, 2, len(params.data_primes), params.poly_degree), dtype=np.uint32)
-    b, a = other_keys.public().rotation_keys()
-    rotate_all(params, _encrypt_packed(keys, u[slots % 16]), b, a, out)
+    other = other_keys.public().rotation_key_pair()
+    rotate_all(params, _encrypt_packed(keys, u[slots % 16]), other, out)
     assert np.abs(_decrypt(keys, out[1]) - u[(slots + 1) % 16]).max() > 1.0
 
 
