@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     kek_file: Path | None = Field(
         None, description="Key-encryption key for data at rest (service); default key_dir/kek.bin."
     )
+    scoring_backend: Literal["embedded"] = Field(
+        "embedded",
+        description=(
+            "Scoring engine: embedded runs the HE scoring workers as processes of the "
+            "service (service.scoring.inprocess)."
+        ),
+    )
     match_workers: int = Field(2, ge=1, le=64, description="HE scoring worker processes.")
     match_key_cache: int = Field(
         128,

@@ -44,7 +44,6 @@ from service.errors import (
     RateLimitedError,
 )
 from service.gates import GateIdentity, load_he_bundle
-from service.matching import PendingQuery
 from service.ports import ServiceEvent
 from service.schemas import (
     GateRegister,
@@ -57,6 +56,7 @@ from service.schemas import (
     RevealResponse,
     b64decode_field,
 )
+from service.scoring.pending import PendingQuery
 from service.tables import (
     crossings,
     gate_keys,

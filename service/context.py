@@ -1,7 +1,7 @@
 """Everything a request handler needs, built once per process and shared by both apps.
 
 ``ServiceContext`` owns the engine, clock, key-encryption key, token issuer, audit and
-policy adapters, the match pool, pending mappings and the alert bus. Handlers get it
+policy adapters, the scoring backend, pending mappings and the alert bus. Handlers get it
 from ``request.app.state.ctx``. Time is injectable (``clock``) so retention, expiry and
 opening-hours tests are deterministic.
 """
@@ -25,9 +25,10 @@ from service.accounts import Principal, TokenIssuer
 from service.alerts import AlertBus
 from service.errors import ForbiddenError
 from service.groupcommit import AUDIT_BUFFER_KEY, GroupCommitter
-from service.matching import MatchPool, PendingStore
 from service.metrics import ServiceMetrics
 from service.ports import AuditPort, HePort, PolicyDecision, PolicyPort, ServiceEvent
+from service.scoring.backend import ScoringBackend
+from service.scoring.pending import MemoryPendingStore, PendingStore
 
 __all__ = ["ServiceContext", "load_or_create_kek", "system_clock"]
 
@@ -57,10 +58,10 @@ class ServiceContext:
     policy: PolicyPort
     kek: KeyEncryptionKey
     tokens: TokenIssuer
-    pool: MatchPool
+    pool: ScoringBackend
     he: HePort
     clock: Clock = system_clock
-    pending: PendingStore = field(default_factory=PendingStore)
+    pending: PendingStore = field(default_factory=MemoryPendingStore)
     bus: AlertBus = field(default_factory=AlertBus)
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     face_embedder: Callable[[bytes], Sequence[float]] | None = None

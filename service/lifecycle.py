@@ -1,7 +1,7 @@
 """Building, starting and stopping one service process.
 
-``build_context`` wires the real components (audit log, policy engine, KEK, match
-pool); ``start`` bootstraps the admin account, loads the policy (an audit event) and
+``build_context`` wires the real components (audit log, policy engine, KEK, scoring
+backend); ``start`` bootstraps the admin account, loads the policy (an audit event) and
 builds the gallery; ``housekeeping`` runs on a timer (expire pending queries, forget
 old nonces, checkpoint the audit log); ``stop`` drains in-flight matches and flushes
 the audit log with a final checkpoint.
@@ -27,8 +27,8 @@ from service.adapters import AuditLogAdapter, PolicyEngineAdapter, load_or_creat
 from service.context import ServiceContext, load_or_create_kek, system_clock
 from service.gates import purge_nonces
 from service.he_worker import HeAdapter
-from service.matching import MatchPool
 from service.ports import ServiceEvent
+from service.scoring.factory import build_backend
 from service.tables import idempotency_keys, pending_queries
 from service.watchlist import load_gallery_templates
 
@@ -77,14 +77,7 @@ def build_context(
         policy=PolicyEngineAdapter(policy_engine),
         kek=kek,
         tokens=TokenIssuer(secret),
-        pool=MatchPool(
-            settings.match_workers,
-            settings.match_queue_limit,
-            settings.he_parameter_set,
-            settings.match_key_cache,
-            settings.match_prepared_cache,
-            settings.match_prepare,
-        ),
+        pool=build_backend(settings),
         he=HeAdapter(settings.he_parameter_set),
         clock=clock,
         face_embedder=face_embedder,

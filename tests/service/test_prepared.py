@@ -31,7 +31,9 @@ from gate.client import MATCH_REQUEST_TYPE, _frame
 from service import he_worker
 from service.errors import UnavailableError
 from service.gates import key_id_for
-from service.matching import WAIT_FOR_PREPARED, GalleryHandle, MatchPool
+from service.scoring.inprocess import InProcessBackend
+from service.scoring.routing import WAIT_FOR_PREPARED
+from service.scoring.workers import GalleryHandle
 from service.tables import idempotency_keys, pending_queries
 from tests.service.conftest import problem
 
@@ -147,14 +149,14 @@ def fake_workers(monkeypatch) -> FakeWorkers:
     return fake
 
 
-def _pool(workers: int = 2, **kwargs: Any) -> MatchPool:
-    pool = MatchPool(workers, kwargs.pop("queue_limit", 8), "ckks-v2", **kwargs)
+def _pool(workers: int = 2, **kwargs: Any) -> InProcessBackend:
+    pool = InProcessBackend(workers, kwargs.pop("queue_limit", 8), "ckks-v2", **kwargs)
     executors = tuple(ThreadPoolExecutor(1, thread_name_prefix=f"w{i}") for i in range(workers))
     pool._current = GalleryHandle("v1", ("entry",), executors)
     return pool
 
 
-async def _settle(pool: MatchPool) -> None:
+async def _settle(pool: InProcessBackend) -> None:
     while pool._tasks:
         await asyncio.gather(*pool._tasks)
 
@@ -250,7 +252,7 @@ def test_preparation_is_skipped_when_busy_or_off_and_never_admitted_as_a_query(f
     for off in (_pool(prepare=False), _pool(prepared_cache_size=0)):
         assert not off.prepares
 
-        async def skipped(pool: MatchPool = off) -> bool:
+        async def skipped(pool: InProcessBackend = off) -> bool:
             return pool.prepare_soon("k", _bundle, SEED)
 
         assert asyncio.run(skipped()) is False
@@ -308,7 +310,7 @@ class Restarts:
     """Replaces the pool's worker start-up: replacements are ``Breakable`` threads named
     r0, r1…, whose ``he_worker.ready`` answers with ``answer()`` (blocking allowed)."""
 
-    def __init__(self, pool: MatchPool, monkeypatch: Any, answer: Any) -> None:
+    def __init__(self, pool: InProcessBackend, monkeypatch: Any, answer: Any) -> None:
         self.started: list[Breakable] = []
         self.ready_at: list[float] = []
         self.done: list[int] = []
@@ -327,8 +329,8 @@ class Restarts:
         return result
 
 
-def _breakable_pool(workers: int = 2) -> MatchPool:
-    pool = MatchPool(workers, 8, "ckks-v2")
+def _breakable_pool(workers: int = 2) -> InProcessBackend:
+    pool = InProcessBackend(workers, 8, "ckks-v2")
     executors = tuple(Breakable(f"w{i}") for i in range(workers))
     pool._current = GalleryHandle("v1", ("entry",), executors, ("templates", "ckks-v2"))
     return pool

@@ -2,7 +2,7 @@
 
 Killing a worker breaks its executor for good; the query that finds it broken gets the
 typed 503 (``worker-failed``), and the pool then starts a new worker with the same
-gallery while the others keep scoring. Two layers: a :class:`MatchPool` with a tiny
+gallery while the others keep scoring. Two layers: an :class:`InProcessBackend` with a tiny
 gallery (routing around the dead worker, recovery, a rebuild during the restart), and
 the real service over mutual TLS on each database backend (the gate's 503, the
 ``/metrics`` counter, the logs).
@@ -26,8 +26,9 @@ import pytest
 from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_set, resolve, reveal
 from gate.client import ServiceRefusedError
 from service.errors import UnavailableError
-from service.matching import GalleryHandle, MatchPool
 from service.metrics import ServiceMetrics
+from service.scoring.inprocess import InProcessBackend
+from service.scoring.workers import GalleryHandle
 
 #: Bound on every wait for a restart (a worker starts in ≈ 3 s here; CI hosts are slower).
 RESTART_TIMEOUT_S = 120.0
@@ -72,8 +73,8 @@ def _gallery(rows: int) -> tuple[list[str], np.ndarray]:
 
 
 @pytest.fixture
-def pool() -> Iterator[tuple[MatchPool, ServiceMetrics]]:
-    match_pool = MatchPool(2, 8, "ckks-v2", prepare=False)
+def pool() -> Iterator[tuple[InProcessBackend, ServiceMetrics]]:
+    match_pool = InProcessBackend(2, 8, "ckks-v2", prepare=False)
     metrics = ServiceMetrics()
     match_pool.on_restart = metrics.worker_restarts.inc  # as service.lifecycle wires it
     match_pool.rebuild(*_gallery(4))
@@ -81,7 +82,7 @@ def pool() -> Iterator[tuple[MatchPool, ServiceMetrics]]:
     match_pool.close()
 
 
-def _checker(pool: MatchPool, keys: GateKeyBundle) -> Callable[[int], Any]:
+def _checker(pool: InProcessBackend, keys: GateKeyBundle) -> Callable[[int], Any]:
     bundle = keys.public().to_bytes()
 
     async def check(row: int) -> tuple[list[str], str]:
@@ -187,7 +188,7 @@ def test_a_rebuild_during_a_restart_wins_and_retires_the_stray_worker(pool, keys
     rebuilt_event.set()
     rebuilt = match_pool.current
     assert rebuilt is not None and rebuilt is not handle and handle.retired.is_set()
-    _wait_for(lambda: not match_pool._restarters, "the restart thread to end")
+    _wait_for(lambda: not match_pool.supervisor.restarting, "the restart thread to end")
     assert handle.executors[0] not in rebuilt.executors and not handle.available[0]
     # the old workers and the stray replacement exit: the only new processes left are
     # the new gallery's two workers
