@@ -292,6 +292,7 @@ def access_denied(
             if _GATE_ID.fullmatch(common_name):
                 subjects = (f"gate:{common_name}",)
         claim = f"gate:{claimed_gate}"
-        if claimed_gate and _GATE_ID.fullmatch(claimed_gate) and claim not in subjects:
+        plausible = claimed_gate and len(claimed_gate) <= 64 and _GATE_ID.fullmatch(claimed_gate)
+        if plausible and claim not in subjects:
             payload["claimed_gate"] = claimed_gate
     return ServiceEvent(EventType.ACCESS_DENIED.value, who, subjects, payload)
