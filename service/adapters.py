@@ -97,4 +97,6 @@ class PolicyEngineAdapter:
     def evaluate(self, query: str, input_doc: Mapping[str, Any]) -> PolicyDecision:
         """Evaluate ``query``; the engine fails closed on undefined results."""
         decision = self.engine.evaluate(query, dict(input_doc))
-        return PolicyDecision(decision.result, decision.decision_id, decision.bundle_digest)
+        return PolicyDecision(
+            decision.result, decision.decision_id, decision.bundle_digest, allow=decision.allow
+        )

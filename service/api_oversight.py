@@ -9,14 +9,16 @@ import base64
 import datetime as dt
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
+from audit.errors import AuditError
+from audit.errors import NotFoundError as AuditNotFound
+from audit.events import EventType
+from service import queries
 from service.accounts import Principal
 from service.deps import CtxDep, require
 from service.errors import MalformedRequestError, NotFoundError
-from service.tables import alert_reviews, alerts, pending_queries
 
 __all__ = ["router", "stats_router"]
 
@@ -30,8 +32,6 @@ def _log(ctx: CtxDep) -> Any:
 
 
 def _audit_error(exc: Exception) -> Exception:
-    from audit.errors import NotFoundError as AuditNotFound
-
     if isinstance(exc, AuditNotFound):
         return NotFoundError(str(exc))
     return MalformedRequestError(f"{type(exc).__name__}: {exc}"[:200], code="audit-refused")
@@ -48,9 +48,6 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Entries ``start <= seq < end``, optionally of one type and/or about one gate."""
-    from audit.errors import AuditError
-    from audit.events import EventType
-
     if event_type is not None and event_type not in {t.value for t in EventType}:
         raise MalformedRequestError("unknown event type", code="unknown-event-type")
     try:
@@ -80,8 +77,6 @@ def entries(
 @router.get("/checkpoint", response_class=Response)
 def checkpoint(ctx: CtxDep, _p: _AUDIT_READ) -> Response:
     """The latest signed checkpoint with its witness cosignatures (C2SP signed note)."""
-    from audit.errors import AuditError
-
     try:
         data = _log(ctx).latest_checkpoint().to_bytes()
     except AuditError as exc:
@@ -103,8 +98,6 @@ def inclusion_proof(
     size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> dict[str, Any]:
     """RFC 9162 inclusion proof of entry ``seq`` (default size: latest checkpoint)."""
-    from audit.errors import AuditError
-
     try:
         proof = _log(ctx).inclusion_proof(seq, size)
     except AuditError as exc:
@@ -125,8 +118,6 @@ def consistency_proof(
     new: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> dict[str, Any]:
     """RFC 9162 consistency proof between two tree sizes."""
-    from audit.errors import AuditError
-
     try:
         hashes = _log(ctx).consistency_proof(old, new)
     except AuditError as exc:
@@ -141,8 +132,6 @@ def tiles(
     path: Annotated[str, Path(max_length=300, pattern=r"^[A-Za-z0-9._/-]+$")],
 ) -> Response:
     """C2SP tlog-tiles static resources (``tile/…``, ``checkpoint``)."""
-    from audit.errors import AuditError
-
     try:
         data = _log(ctx).read_static(path)
     except AuditError as exc:
@@ -164,35 +153,7 @@ def statistics(
     """Counts only: queries per gate per day, hits, alerts, reviews, deletions, policies."""
     since = ctx.now() - dt.timedelta(days=days)
     with ctx.engine.connect() as conn:
-        per_gate: dict[str, dict[str, int]] = {}
-        rows = conn.execute(
-            sa.select(pending_queries.c.gate_id, pending_queries.c.created_at).where(
-                pending_queries.c.created_at >= since
-            )
-        )
-        for row in rows:
-            day = row.created_at.date().isoformat()
-            per_gate.setdefault(row.gate_id, {}).setdefault(day, 0)
-            per_gate[row.gate_id][day] += 1
-        secondary = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(pending_queries)
-            .where(pending_queries.c.created_at >= since, pending_queries.c.outcome == "secondary")
-        ).scalar_one()
-        by_status: dict[Any, Any] = dict(
-            conn.execute(
-                sa.select(alerts.c.status, sa.func.count())
-                .where(alerts.c.created_at >= since)
-                .group_by(alerts.c.status)
-            ).all()
-        )
-        verdicts: dict[Any, Any] = dict(
-            conn.execute(
-                sa.select(alert_reviews.c.verdict, sa.func.count())
-                .where(alert_reviews.c.at >= since)
-                .group_by(alert_reviews.c.verdict)
-            ).all()
-        )
+        counts = queries.statistics_counts(conn, since)
     log = _log(ctx)
     deletions = len(log.entries(0, None, types=["retention.delete"], limit=100_000))
     policies = sorted(
@@ -204,11 +165,11 @@ def statistics(
     )
     return {
         "since": since.isoformat(),
-        "queries_per_gate_per_day": per_gate,
-        "secondary_outcomes": int(secondary),
-        "alerts": {str(k): int(v) for k, v in by_status.items()},
-        "confirmations": int(verdicts.get("confirm", 0)),
-        "dismissals": int(verdicts.get("dismiss", 0)),
+        "queries_per_gate_per_day": counts.per_gate,
+        "secondary_outcomes": counts.secondary,
+        "alerts": counts.alerts_by_status,
+        "confirmations": counts.verdicts.get("confirm", 0),
+        "dismissals": counts.verdicts.get("dismiss", 0),
         "retention_deletion_events": deletions,
         "policy_versions": policies,
         "policy_in_force": ctx.policy.bundle_digest,

@@ -1,8 +1,11 @@
 """Staff API (server TLS, bearer tokens): accounts, gates, watchlist, alerts.
 
-Every route names one ``veilmatch.access`` action; resource facts the policy needs
-(enroller, reviewers, legal basis) are read from the database first. Each state
-change and its audit event commit in one transaction.
+Every route names one ``veilmatch.access`` action. Every state change goes through
+:func:`service.usecases.staff_change.authorised_change`: authorised inside the
+transaction that makes it, with its audit event carrying the decision's id and bundle
+digest. Policy comes before lookup: a role that may not perform an action is refused
+before the target is read, so it gets the same 403 for an existing id and a missing one;
+resource facts the policy needs (enroller, reviewers) are read only after that check.
 """
 
 from __future__ import annotations
@@ -13,17 +16,20 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import sqlalchemy as sa
+import numpy as np
 from fastapi import APIRouter, Depends, Path, Query, Request
+from sqlalchemy import Connection
 from sse_starlette import EventSourceResponse
 
 from service import alerts as alert_store
+from service import audit_events as events
 from service import gates as gate_registry
-from service import watchlist
+from service import queries, watchlist
 from service.accounts import Principal, authenticate, create_account
-from service.deps import CtxDep, PrincipalDep, authorize, require
+from service.decisions import ask_review_state
+from service.deps import CtxDep, PrincipalDep, authorize_role, require
 from service.errors import MalformedRequestError, UnavailableError
-from service.ports import ServiceEvent
+from service.lifecycle import rebuild_gallery
 from service.schemas import (
     AccountCreate,
     AccountPublic,
@@ -36,7 +42,8 @@ from service.schemas import (
     TokenResponse,
     b64decode_field,
 )
-from service.tables import accounts, alert_reviews, gate_keys, gates, utc
+from service.usecases.staff_change import authorised_change
+from service.watchlist import WatchlistEntry
 
 __all__ = ["router"]
 
@@ -45,10 +52,6 @@ log = logging.getLogger("veilmatch.service")
 router = APIRouter(prefix="/api/v1")
 IdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 _PHOTO_MAX = 8 * 1024 * 1024
-
-
-def _actor(principal: Principal) -> str:
-    return f"{principal.role}:{principal.subject}"
 
 
 # --- authentication and accounts ------------------------------------------------------
@@ -66,24 +69,24 @@ def login(body: LoginRequest, ctx: CtxDep) -> TokenResponse:
 @router.post("/accounts", response_model=AccountPublic, status_code=201, tags=["admin"])
 def create_staff_account(
     body: AccountCreate,
+    request: Request,
     ctx: CtxDep,
     principal: Annotated[Principal, Depends(require("admin.accounts"))],
 ) -> AccountPublic:
     """Create a staff account (admin)."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        account_id = create_account(
+    account_id = authorised_change(
+        request,
+        ctx,
+        principal,
+        "admin.accounts",
+        lambda conn: create_account(
             conn, body.username, body.password, body.role, created_by=principal.subject, now=now
-        )
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "admin",
-                _actor(principal),
-                (f"account:{account_id}",),
-                {"action": "account.create", "role": body.role},
-            ),
-        )
+        ),
+        lambda account_id, decision: events.account_created(
+            principal, account_id, body.role, decision
+        ),
+    )
     return AccountPublic(id=account_id, username=body.username, role=body.role, active=True)
 
 
@@ -93,7 +96,7 @@ def list_accounts(
 ) -> list[AccountPublic]:
     """List staff accounts (no password hashes)."""
     with ctx.transaction() as conn:
-        rows = conn.execute(sa.select(accounts).order_by(accounts.c.username)).all()
+        rows = queries.list_accounts(conn)
     return [
         AccountPublic(id=r.id, username=r.username, role=r.role, active=bool(r.active))
         for r in rows
@@ -109,62 +112,46 @@ def list_gates(
 ) -> list[dict[str, Any]]:
     """Registered gates with their status and current key ids."""
     with ctx.transaction() as conn:
-        rows = conn.execute(sa.select(gates).order_by(gates.c.id)).all()
-        keys = conn.execute(
-            sa.select(gate_keys.c.gate_id, gate_keys.c.id, gate_keys.c.expires_at).where(
-                gate_keys.c.status == "active"
-            )
-        ).all()
-    current = {k.gate_id: (k.id, utc(k.expires_at).isoformat()) for k in keys}
-    return [
-        {
-            "id": r.id,
-            "site": r.site,
-            "status": r.status,
-            "cert_sha256": r.cert_sha256,
-            "registered_at": utc(r.registered_at).isoformat(),
-            "key_id": current.get(r.id, (None, None))[0],
-            "key_expires_at": current.get(r.id, (None, None))[1],
-        }
-        for r in rows
-    ]
+        return queries.list_gates(conn)
 
 
 @router.post("/gates/{gate_id}/approve", tags=["admin"])
 def approve_gate(
     gate_id: IdPath,
+    request: Request,
     ctx: CtxDep,
     principal: Annotated[Principal, Depends(require("admin.gates"))],
 ) -> dict[str, str]:
     """Activate a pending gate (admin)."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        gate_registry.approve_gate(conn, gate_id, principal.subject, now)
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "gate.register", _actor(principal), (f"gate:{gate_id}",), {"step": "approved"}
-            ),
-        )
+    authorised_change(
+        request,
+        ctx,
+        principal,
+        "admin.gates",
+        lambda conn: gate_registry.approve_gate(conn, gate_id, principal.subject, now),
+        lambda _, decision: events.gate_approved(principal, gate_id, decision),
+    )
     return {"gate_id": gate_id, "status": "active"}
 
 
 @router.post("/gates/{gate_id}/revoke", tags=["admin"])
 def revoke_gate(
     gate_id: IdPath,
+    request: Request,
     ctx: CtxDep,
     principal: Annotated[Principal, Depends(require("admin.gates"))],
 ) -> dict[str, str]:
     """Revoke a gate and retire its keys (admin). Final."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        gate_registry.revoke_gate(conn, gate_id, now)
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "admin", _actor(principal), (f"gate:{gate_id}",), {"action": "gate.revoke"}
-            ),
-        )
+    authorised_change(
+        request,
+        ctx,
+        principal,
+        "admin.gates",
+        lambda conn: gate_registry.revoke_gate(conn, gate_id, now),
+        lambda _, decision: events.gate_revoked(principal, gate_id, decision),
+    )
     return {"gate_id": gate_id, "status": "revoked"}
 
 
@@ -172,42 +159,45 @@ def revoke_gate(
 
 
 def _enrol(
+    request: Request,
     ctx: CtxDep,
     principal: Principal,
     template: Any,
     body: EnrolTemplate | EnrolPhotos,
     source: str,
 ) -> dict[str, Any]:
-    subject_ref, legal_basis, category = body.subject_ref, body.legal_basis, body.category
-    expires_at = body.expires_at
     now = ctx.now()
-    with ctx.transaction() as conn:
+
+    def change(conn: Connection) -> WatchlistEntry:
         entry_id = watchlist.enrol_template(
             conn,
             ctx.kek,
             template,
-            subject_ref,
-            legal_basis,
-            category,
-            expires_at,
+            body.subject_ref,
+            body.legal_basis,
+            body.category,
+            body.expires_at,
             officer=principal.subject,
             now=now,
         )
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "watchlist.enrol",
-                _actor(principal),
-                (f"watchlist:{entry_id}",),
-                {
-                    "source": source,
-                    "legal_basis": legal_basis[:200],
-                    "category": category,
-                    "status": "pending",
-                },
-            ),
-        )
-        entry = watchlist.get_entry(conn, entry_id)
+        return watchlist.get_entry(conn, entry_id)
+
+    entry = authorised_change(
+        request,
+        ctx,
+        principal,
+        "watchlist.enrol",
+        change,
+        lambda entry, decision: events.watchlist_enrolled(
+            principal,
+            entry.id,
+            source=source,
+            legal_basis=body.legal_basis,
+            category=body.category,
+            decision=decision,
+        ),
+        facts={"legal_basis": body.legal_basis},
+    )
     return entry.public(now)
 
 
@@ -216,9 +206,9 @@ def enrol_from_template(
     body: EnrolTemplate, request: Request, ctx: CtxDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Propose a watchlist entry from a template (pending until a supervisor approves)."""
-    authorize(request, ctx, principal, "watchlist.enrol", {"legal_basis": body.legal_basis})
+    authorize_role(request, ctx, principal, "watchlist.enrol")
     template = watchlist.normalise_template(body.template)
-    return _enrol(ctx, principal, template, body, "template")
+    return _enrol(request, ctx, principal, template, body, "template")
 
 
 @router.post("/watchlist/photos", status_code=201, tags=["watchlist"])
@@ -229,7 +219,7 @@ def enrol_from_photos(
 
     The template is the normalised mean of the photos' embeddings; photos are not kept.
     """
-    authorize(request, ctx, principal, "watchlist.enrol", {"legal_basis": body.legal_basis})
+    authorize_role(request, ctx, principal, "watchlist.enrol")
     if ctx.face_embedder is None:
         raise UnavailableError("face pipeline is not available", code="pipeline-unavailable")
     vectors = [
@@ -239,11 +229,9 @@ def enrol_from_photos(
     dims = {len(v) for v in vectors}
     if len(dims) != 1:
         raise MalformedRequestError("photos produced templates of different dimensions")
-    import numpy as np
-
     mean = np.mean(np.asarray(vectors, dtype=np.float64), axis=0)
     template = watchlist.normalise_template(mean.tolist())
-    return _enrol(ctx, principal, template, body, "photos")
+    return _enrol(request, ctx, principal, template, body, "photos")
 
 
 @router.get("/watchlist", tags=["watchlist"])
@@ -273,8 +261,6 @@ def get_watchlist_entry(
 def _after_watchlist_change(ctx: CtxDep, entry_id: str, now: dt.datetime) -> dict[str, Any]:
     """Re-encode the gallery, then return the entry's public view. The change is
     committed either way; if the rebuild fails the error says so."""
-    from service.lifecycle import rebuild_gallery
-
     try:
         rebuild_gallery(ctx)
     except Exception as exc:
@@ -297,23 +283,23 @@ def approve_watchlist_entry(
 ) -> dict[str, Any]:
     """Approve a pending entry (supervisor; never the enroller). Rebuilds the gallery."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        entry = watchlist.get_entry(conn, entry_id)
-        decision = authorize(
-            request, ctx, principal, "watchlist.approve", {"enrolled_by": entry.created_by}
-        )
+
+    def approve(conn: Connection) -> str:
+        legal_basis = watchlist.get_entry(conn, entry_id).legal_basis
         watchlist.approve_entry(conn, entry_id, principal.subject, now)
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "watchlist.approve",
-                _actor(principal),
-                (f"watchlist:{entry_id}",),
-                {"legal_basis": entry.legal_basis[:200]},
-                decision_id=decision.decision_id,
-                bundle_digest=decision.bundle_digest,
-            ),
-        )
+        return legal_basis
+
+    authorised_change(
+        request,
+        ctx,
+        principal,
+        "watchlist.approve",
+        approve,
+        lambda legal_basis, decision: events.watchlist_approved(
+            principal, entry_id, legal_basis, decision
+        ),
+        facts=lambda conn: {"enrolled_by": watchlist.get_entry(conn, entry_id).created_by},
+    )
     return _after_watchlist_change(ctx, entry_id, now)
 
 
@@ -327,24 +313,19 @@ def renew_watchlist_entry(
 ) -> dict[str, Any]:
     """Extend an entry with a restated legal basis (supervisor)."""
     now = ctx.now()
-    decision = authorize(
-        request, ctx, principal, "watchlist.renew", {"legal_basis": body.legal_basis}
-    )
-    with ctx.transaction() as conn:
-        watchlist.renew_entry(
+    authorised_change(
+        request,
+        ctx,
+        principal,
+        "watchlist.renew",
+        lambda conn: watchlist.renew_entry(
             conn, entry_id, principal.subject, body.legal_basis, body.expires_at, now
-        )
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "watchlist.renew",
-                _actor(principal),
-                (f"watchlist:{entry_id}",),
-                {"legal_basis": body.legal_basis[:200], "expires_at": body.expires_at.isoformat()},
-                decision_id=decision.decision_id,
-                bundle_digest=decision.bundle_digest,
-            ),
-        )
+        ),
+        lambda _, decision: events.watchlist_renewed(
+            principal, entry_id, body.legal_basis, body.expires_at, decision
+        ),
+        facts={"legal_basis": body.legal_basis},
+    )
     return _after_watchlist_change(ctx, entry_id, now)
 
 
@@ -352,31 +333,21 @@ def renew_watchlist_entry(
 def revoke_watchlist_entry(
     entry_id: IdPath,
     body: RevokeRequest,
+    request: Request,
     ctx: CtxDep,
     principal: Annotated[Principal, Depends(require("watchlist.revoke"))],
 ) -> dict[str, Any]:
     """Revoke an entry; its sealed template is deleted at once."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        watchlist.revoke_entry(conn, entry_id, principal.subject, body.reason, now)
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "watchlist.revoke",
-                _actor(principal),
-                (f"watchlist:{entry_id}",),
-                {"reason": body.reason[:200]},
-            ),
-        )
+    authorised_change(
+        request,
+        ctx,
+        principal,
+        "watchlist.revoke",
+        lambda conn: watchlist.revoke_entry(conn, entry_id, principal.subject, body.reason, now),
+        lambda _, decision: events.watchlist_revoked(principal, entry_id, body.reason, decision),
+    )
     return _after_watchlist_change(ctx, entry_id, now)
-
-
-def review_state(ctx: CtxDep, reviews: list[dict[str, str]]) -> str:
-    """``veilmatch.alert.review``: pending, confirmed or dismissed (fails closed: pending)."""
-    decision = ctx.policy.evaluate("veilmatch.alert.review", {"reviews": reviews})
-    result = decision.result if isinstance(decision.result, dict) else {}
-    state = result.get("state")
-    return state if state in ("confirmed", "dismissed") else "pending"
 
 
 # --- alerts --------------------------------------------------------------------------
@@ -400,12 +371,12 @@ async def alert_stream(
 ) -> EventSourceResponse:
     """Server-Sent Events: one ``alert`` event per new alert or status change."""
 
-    async def events() -> AsyncIterator[dict[str, str]]:
+    async def stream() -> AsyncIterator[dict[str, str]]:
         yield {"event": "ready", "data": "{}"}
         async for item in ctx.bus.subscribe():
             yield {"event": "alert", "data": json.dumps(item)}
 
-    return EventSourceResponse(events(), ping=15)
+    return EventSourceResponse(stream(), ping=15)
 
 
 @router.get("/alerts/{alert_id}", tags=["alerts"])
@@ -419,6 +390,11 @@ def get_alert(
         return alert_store.get_alert(conn, alert_id)
 
 
+def _reviewers(conn: Connection, alert_id: str) -> dict[str, Any]:
+    alert_store.get_alert(conn, alert_id)  # 404 for a missing alert (after the role check)
+    return {"reviewers": queries.alert_reviewers(conn, alert_id)}
+
+
 @router.post("/alerts/{alert_id}/reviews", tags=["alerts"])
 def review_alert(
     alert_id: IdPath,
@@ -429,15 +405,8 @@ def review_alert(
 ) -> dict[str, Any]:
     """Confirm or dismiss. Two distinct confirmations make the alert actionable."""
     now = ctx.now()
-    with ctx.transaction() as conn:
-        alert_store.get_alert(conn, alert_id)  # 404 before policy, so ids are not probed
-        reviewers = [
-            r.reviewer
-            for r in conn.execute(
-                sa.select(alert_reviews.c.reviewer).where(alert_reviews.c.alert_id == alert_id)
-            )
-        ]
-        decision = authorize(request, ctx, principal, "alert.review", {"reviewers": reviewers})
+
+    def review(conn: Connection) -> tuple[str, dict[str, Any]]:
         status = alert_store.review_alert(
             conn,
             alert_id,
@@ -446,19 +415,25 @@ def review_alert(
             body.verdict,
             body.reason,
             now,
-            decide=lambda reviews: review_state(ctx, reviews),
+            decide=lambda reviews: ask_review_state(ctx.policy, reviews),
         )
-        ctx.record(
-            conn,
-            ServiceEvent(
-                "alert.review",
-                _actor(principal),
-                (f"alert:{alert_id}",),
-                {"verdict": body.verdict, "reason": body.reason[:200], "status": status},
-                decision_id=decision.decision_id,
-                bundle_digest=decision.bundle_digest,
-            ),
-        )
-        result = alert_store.get_alert(conn, alert_id)
+        return status, alert_store.get_alert(conn, alert_id)
+
+    status, result = authorised_change(
+        request,
+        ctx,
+        principal,
+        "alert.review",
+        review,
+        lambda done, decision: events.alert_reviewed(
+            principal,
+            alert_id,
+            verdict=body.verdict,
+            reason=body.reason,
+            status=done[0],
+            decision=decision,
+        ),
+        facts=lambda conn: _reviewers(conn, alert_id),
+    )
     ctx.bus.publish({"id": alert_id, "status": status, "kind": "review"})
     return result

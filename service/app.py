@@ -20,12 +20,13 @@ from core.db import make_engine
 from core.migrate import is_up_to_date
 from core.settings import Settings
 from service import api_gate, api_oversight, api_staff, console
+from service.audit_events import access_denied
 from service.context import ServiceContext
 from service.errors import ServiceError
 from service.gates import claimed_gate
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.ports import ServiceEvent
 from service.problems import install_problem_handlers
+from service.tls import peer_certificate
 
 __all__ = ["create_app", "create_gate_app"]
 
@@ -75,33 +76,28 @@ def _add_ops_routes(app: FastAPI) -> None:
 
 
 async def _audit_denial(request: Request, err: ServiceError) -> None:
-    """Record a refused request (401/403/gate refusal) as ``access.denied``."""
+    """Record a refused request (401/403/gate refusal) as ``access.denied``.
+
+    Before a gate request authenticates, the entry names the gate of the client
+    certificate presented, never the gate id the request claims (see
+    :func:`service.audit_events.access_denied`).
+    """
     ctx: ServiceContext | None = getattr(request.app.state, "ctx", None)
     if ctx is None:
         return
     ctx.metrics.denials.labels(err.code).inc()
     principal = getattr(request.state, "principal", None)
-    action = getattr(request.state, "action", None)
-    subjects: tuple[str, ...] = ()
-    if principal is not None:
-        actor = f"{principal.role}:{principal.subject}"
-    else:
-        actor = "system"
-        gate = claimed_gate(request.headers)
-        if gate is not None and gate.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            subjects = (f"gate:{gate}",)
+    cert = peer_certificate(request.scope)
     route = request.scope.get("route")
-    event = ServiceEvent(
-        "access.denied",
-        actor,
-        subjects,
-        {
-            "code": err.code,
-            "status": err.status,
-            "action": action,
-            "route": getattr(route, "path", None) or "unmatched",
-            "method": request.method,
-        },
+    event = access_denied(
+        principal,
+        code=err.code,
+        status=err.status,
+        action=getattr(request.state, "action", None),
+        route=getattr(route, "path", None) or "unmatched",
+        method=request.method,
+        certificate=(cert.common_name, cert.sha256) if cert is not None else None,
+        claimed_gate=claimed_gate(request.headers),
     )
 
     def write() -> None:

@@ -23,6 +23,7 @@ from core.settings import Settings
 from crypto.atrest import FileKek, KeyEncryptionKey
 from service.accounts import Principal, TokenIssuer
 from service.alerts import AlertBus
+from service.decisions import AccessDecision, ask_access
 from service.errors import ForbiddenError
 from service.groupcommit import AUDIT_BUFFER_KEY, GroupCommitter
 from service.metrics import ServiceMetrics
@@ -148,17 +149,23 @@ class ServiceContext:
         resource: Mapping[str, Any] | None = None,
     ) -> PolicyDecision:
         """Ask ``veilmatch.access``; raise ``ForbiddenError`` (audited by the handler) if denied."""
-        input_doc: dict[str, Any] = {
-            "role": principal.role,
-            "action": action,
-            "subject": principal.subject,
-            "resource": dict(resource or {}),
-        }
-        decision = self.policy.evaluate("veilmatch.access.decision", input_doc)
-        result = decision.result if isinstance(decision.result, Mapping) else {}
-        if result.get("allow") is not True:
-            reasons = result.get("reasons") or ["denied"]
-            raise ForbiddenError(
-                f"{action}: " + "; ".join(str(r) for r in reasons)[:300], code="forbidden"
-            )
-        return decision
+        access = ask_access(self.policy, principal.role, action, principal.subject, resource or {})
+        if not access.allow:
+            raise _forbidden(action, access)
+        return access.policy
+
+    def authorize_role(self, principal: Principal, action: str) -> None:
+        """Policy before lookup: refuse now if ``veilmatch.access`` refuses ``action`` to
+        this caller whatever the target's facts (its role may not, it is not named).
+
+        Called before a handler reads the target, so a caller who may not act on any
+        target gets the same 403 for an existing id and a missing one. Refusals that
+        depend on the target's facts are left to :meth:`authorize` after the lookup.
+        """
+        access = ask_access(self.policy, principal.role, action, principal.subject, {})
+        if access.refused_whatever_the_target:
+            raise _forbidden(action, access)
+
+
+def _forbidden(action: str, access: AccessDecision) -> ForbiddenError:
+    return ForbiddenError(f"{action}: " + "; ".join(access.reasons)[:300], code="forbidden")

@@ -12,7 +12,7 @@ from service.context import ServiceContext
 from service.errors import AuthenticationError
 from service.ports import PolicyDecision
 
-__all__ = ["CtxDep", "PrincipalDep", "authorize", "require"]
+__all__ = ["CtxDep", "PrincipalDep", "authorize", "authorize_role", "require"]
 
 
 def get_ctx(request: Request) -> ServiceContext:
@@ -51,6 +51,16 @@ def authorize(
     request.state.principal = principal
     request.state.action = action
     return ctx.authorize(principal, action, resource)
+
+
+def authorize_role(
+    request: Request, ctx: ServiceContext, principal: Principal, action: str
+) -> None:
+    """Policy before lookup (:meth:`ServiceContext.authorize_role`); remembers the action
+    for denial audits."""
+    request.state.principal = principal
+    request.state.action = action
+    ctx.authorize_role(principal, action)
 
 
 def require(action: str) -> Callable[..., Principal]:

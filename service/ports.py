@@ -51,11 +51,17 @@ class AuditPort(Protocol):
 
 @dataclass(frozen=True)
 class PolicyDecision:
-    """A policy answer with its provenance."""
+    """A policy answer with its provenance.
+
+    ``allow`` is the engine's own reading of the result (``policy.engine.Decision.allow``),
+    carried here so the service never re-derives it; it defaults to False (fail closed).
+    :mod:`service.decisions` parses ``result`` into typed decisions per query.
+    """
 
     result: Any
     decision_id: str
     bundle_digest: str
+    allow: bool = False
 
 
 class PolicyPort(Protocol):

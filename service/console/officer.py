@@ -338,5 +338,7 @@ def revoke(
 ) -> Response:
     """Revoke an entry; its sealed template is deleted at once."""
     require_page(request, ctx, principal, "console.watchlist", "watchlist.revoke")
-    api_staff.revoke_watchlist_entry(entry_id, RevokeRequest(reason=reason), ctx, principal)
+    api_staff.revoke_watchlist_entry(
+        entry_id, RevokeRequest(reason=reason), request, ctx, principal
+    )
     return see_other("/console/watchlist?done=revoke")
