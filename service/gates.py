@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -199,6 +200,39 @@ def claimed_gate(headers: Mapping[str, str]) -> str | None:
         return None
 
 
+def _registered_gate(
+    conn: Connection, gate_id: str, cert: PeerCertificate, *, allow_pending: bool
+) -> sa.Row[Any]:
+    """Step 4 of :func:`check_request`: the gate row, registered with this certificate."""
+    gate = conn.execute(sa.select(gates).where(gates.c.id == gate_id)).first()
+    if gate is None:
+        raise GateRefusedError("gate is not registered", code="gate-unknown")
+    if gate.cert_sha256 != cert.sha256:
+        raise GateRefusedError(
+            "certificate is not the one registered for this gate", code="certificate-mismatch"
+        )
+    if gate.status == "revoked":
+        raise GateRefusedError("gate is revoked", code="gate-revoked")
+    if gate.status == "pending" and not allow_pending:
+        raise GateRefusedError("gate is awaiting approval", code="gate-pending")
+    return gate
+
+
+def _usable_key(conn: Connection, gate_id: str, key_id: str, *, now: dt.datetime) -> sa.Row[Any]:
+    """Step 5 of :func:`check_request`: the gate's active, unexpired signing key row."""
+    columns = [c for c in gate_keys.c if c.name != "he_public_bundle"]
+    key = conn.execute(
+        sa.select(*columns).where(gate_keys.c.id == key_id, gate_keys.c.gate_id == gate_id)
+    ).first()
+    if key is None:
+        raise GateRefusedError("signing key is not registered", code="key-unknown")
+    if key.status != "active":
+        raise GateRefusedError("signing key is retired", code="key-retired")
+    if utc(key.expires_at) <= now:
+        raise GateRefusedError("signing key has expired", code="key-expired")
+    return key
+
+
 def check_request(
     conn: Connection,
     cert: PeerCertificate | None,
@@ -240,27 +274,8 @@ def check_request(
         raise GateRefusedError(
             "certificate does not belong to the claimed gate", code="certificate-mismatch"
         )
-    gate = conn.execute(sa.select(gates).where(gates.c.id == gate_id)).first()
-    if gate is None:
-        raise GateRefusedError("gate is not registered", code="gate-unknown")
-    if gate.cert_sha256 != cert.sha256:
-        raise GateRefusedError(
-            "certificate is not the one registered for this gate", code="certificate-mismatch"
-        )
-    if gate.status == "revoked":
-        raise GateRefusedError("gate is revoked", code="gate-revoked")
-    if gate.status == "pending" and not allow_pending:
-        raise GateRefusedError("gate is awaiting approval", code="gate-pending")
-    columns = [c for c in gate_keys.c if c.name != "he_public_bundle"]
-    key = conn.execute(
-        sa.select(*columns).where(gate_keys.c.id == key_id, gate_keys.c.gate_id == gate_id)
-    ).first()
-    if key is None:
-        raise GateRefusedError("signing key is not registered", code="key-unknown")
-    if key.status != "active":
-        raise GateRefusedError("signing key is retired", code="key-retired")
-    if utc(key.expires_at) <= now:
-        raise GateRefusedError("signing key has expired", code="key-expired")
+    gate = _registered_gate(conn, gate_id, cert, allow_pending=allow_pending)
+    key = _usable_key(conn, gate_id, key_id, now=now)
     signed = verify_request(
         bytes(key.signing_public_key), method, path, body, headers, now=now.timestamp()
     )
