@@ -28,8 +28,6 @@ from service.decisions import MatchDecision, ask_match
 from service.errors import ForbiddenError, RateLimitedError
 from service.gate_auth import GateRequest
 from service.gates import GateIdentity, load_he_bundle
-from service.scoring.backend import ScoreOutcome
-from service.scoring.pending import PendingQuery
 from service.schemas import (
     MatchMeta,
     MatchRequest,
@@ -37,6 +35,8 @@ from service.schemas import (
     MatchResultMeta,
     b64decode_field,
 )
+from service.scoring.backend import ScoreOutcome
+from service.scoring.pending import PendingQuery
 from service.usecases.common import JSON, Reply, body_digest, parse_body, replay
 
 __all__ = ["PROBE_MAX", "MatchInput", "match", "parse_match"]

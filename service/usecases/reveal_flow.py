@@ -24,9 +24,9 @@ from service.audit_events import alert_raised, match_decided
 from service.context import ServiceContext
 from service.decisions import AlertDecision, ask_alert, keeps
 from service.gate_auth import GateRequest
-from service.scoring.pending import PendingQuery
 from service.ports import ServiceEvent
 from service.schemas import RevealRequest, RevealResponse
+from service.scoring.pending import PendingQuery
 from service.usecases.common import Reply, body_digest, parse_body, replay
 
 __all__ = ["RaisedAlert", "RevealOutcome", "reveal"]
