@@ -19,6 +19,8 @@ __all__ = [
     "CaptureError",
     "FaceTooSmallError",
     "GateError",
+    "GateStateError",
+    "InsecureSecretError",
     "ModelError",
     "ModelIntegrityError",
     "MultipleFacesError",
@@ -124,6 +126,15 @@ class ModelIntegrityError(ModelError):
 
 class CaptureError(GateError):
     """The frame source (camera or directory) failed."""
+
+
+class GateStateError(GateError):
+    """The gate's state directory is missing, incomplete, or not what ``init`` wrote."""
+
+
+class InsecureSecretError(GateStateError):
+    """A secret file (key, pseudonymisation key) is readable by group or others, or is
+    not a regular file; it is refused, not repaired, so an operator notices."""
 
 
 class OfflineQueueError(GateError):
