@@ -21,6 +21,7 @@ __all__ = [
     "GateError",
     "GateStateError",
     "InsecureSecretError",
+    "InvalidDocumentError",
     "ModelError",
     "ModelIntegrityError",
     "MultipleFacesError",
@@ -135,6 +136,11 @@ class GateStateError(GateError):
 class InsecureSecretError(GateStateError):
     """A secret file (key, pseudonymisation key) is readable by group or others, or is
     not a regular file; it is refused, not repaired, so an operator notices."""
+
+
+class InvalidDocumentError(GateError):
+    """The document reader's MRZ is unreadable, fails a check digit, or the document
+    has expired. The message names the failed check, never the MRZ or its fields."""
 
 
 class OfflineQueueError(GateError):
