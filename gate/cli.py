@@ -214,14 +214,118 @@ def embed(
 
 @app.command()
 def run(
+    state_dir: Annotated[
+        Path | None, typer.Option("--dir", help="The gate's state directory (agent mode).")
+    ] = None,
+    frames_dir: Annotated[
+        Path | None, typer.Option("--frames", help="Directory of travellers (agent mode).")
+    ] = None,
     source: Annotated[
-        Path | None, typer.Option("--source", help="Directory of frames (images).")
+        Path | None, typer.Option("--source", help="Directory of frames (local preview).")
     ] = None,
     camera: Annotated[int | None, typer.Option("--camera", help="OpenCV camera index.")] = None,
     max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines output.")] = False,
+    once: Annotated[bool, typer.Option(help="Agent: stop when no traveller is waiting.")] = False,
+    verdict_socket: Annotated[
+        Path | None,
+        typer.Option(help="Agent: Unix socket for verdicts (default DIR/verdict.sock)."),
+    ] = None,
+    offline_policy: Annotated[
+        str, typer.Option(help="Agent: verdict while the service is unreachable.")
+    ] = "proceed",
+    holder_threshold: Annotated[
+        float, typer.Option(help="Agent: live face vs chip portrait, minimum cosine.")
+    ] = 0.36,
+    heartbeat_s: Annotated[float, typer.Option(help="Agent: seconds between heartbeats.")] = 60.0,
+    clock_offset_s: ClockOffset = 0.0,
 ) -> None:
-    """Process frames from a directory or a camera and print a verdict per frame."""
+    """The gate agent (--dir DIR --frames DIR), or a local preview (--source DIR |
+    --camera N) that prints pipeline verdicts and sends nothing."""
+    if state_dir is not None:
+        if frames_dir is None:
+            raise typer.BadParameter("the agent needs --frames DIR (camera capture: not yet)")
+        if offline_policy not in ("proceed", "secondary"):
+            raise typer.BadParameter("--offline-policy is proceed or secondary")
+        _run_agent(
+            state_dir,
+            frames_dir,
+            once=once,
+            socket_path=verdict_socket,
+            options={
+                "offline_policy": offline_policy,
+                "holder_threshold": holder_threshold,
+                "heartbeat_s": heartbeat_s,
+            },
+            clock_offset_s=clock_offset_s,
+        )
+        return
+    _preview(source, camera, max_frames, as_json)
+
+
+def _run_agent(
+    state_dir: Path,
+    frames_dir: Path,
+    *,
+    once: bool,
+    socket_path: Path | None,
+    options: dict[str, Any],
+    clock_offset_s: float,
+) -> None:
+    import signal
+    import threading
+    import time
+
+    from gate.agent import Agent, AgentOptions
+    from gate.errors import GateError
+    from gate.state import GateState
+    from gate.travellers import FrameDirectory
+    from gate.verdicts import Verdict, VerdictSocket
+    from gate.warmup import warm_up
+
+    def clock() -> float:
+        return time.time() + clock_offset_s
+
+    def emit(verdict: Verdict) -> None:
+        typer.echo(verdict.to_json())
+
+    try:
+        gate = GateState.load(state_dir)
+        client = gate.client(clock=clock)
+    except GateError as exc:
+        raise _fail(str(exc)) from None
+    pipeline = _pipeline()
+    warm_up(
+        gate.he.keys,
+        pipeline.dimension,
+        lambda line: typer.echo(line, err=True),
+        models=pipeline.warmup,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    broadcast = VerdictSocket(socket_path or gate.paths.root / "verdict.sock")
+    queue = gate.queue()
+    agent = Agent(
+        gate,
+        pipeline,
+        client,
+        queue,
+        [emit, broadcast.publish],
+        AgentOptions(**options),
+        clock=clock,
+    )
+    try:
+        agent.run(FrameDirectory(frames_dir), stop, once=once)
+    finally:
+        broadcast.close()
+        queue.close()
+        client.close()
+
+
+def _preview(
+    source: Path | None, camera: int | None, max_frames: int | None, as_json: bool
+) -> None:
     from gate.runner import CameraSource, DirectorySource, FrameSource, PrintSink, run_frames
 
     if (source is None) == (camera is None):
