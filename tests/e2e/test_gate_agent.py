@@ -19,6 +19,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +62,7 @@ class Gate:
             command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def run(self) -> tuple[dict[str, dict], list[dict]]:
+    def run(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """One agent run over the waiting travellers: (verdicts by traveller, log events)."""
         done = self.cli("run", "--frames", str(self.frames), "--once", "--heartbeat-s", "1")
         assert done.returncode == 0, done.stderr[-2000:]
@@ -85,7 +86,7 @@ def _count(stack: LocalStack, table: str) -> int:
         engine.dispose()
 
 
-def _database(backend: str) -> dict[str, str]:
+def _database(backend: str) -> dict[str, Any]:
     """LocalStack arguments: SQLite in the data directory, or a fresh PostgreSQL schema."""
     if backend == "sqlite":
         return {}

@@ -17,7 +17,7 @@ def _connect(path: Path) -> socket.socket:
     return client
 
 
-def _lines(client: socket.socket, count: int) -> list[dict]:
+def _lines(client: socket.socket, count: int) -> list[dict[str, object]]:
     data = b""
     while data.count(b"\n") < count:
         data += client.recv(4096)
