@@ -2,6 +2,10 @@
 
 For development and tests only; production deployments bring their own CA. Keys are
 written with mode 0600 into the key directory and are never committed.
+
+:func:`sign_gate_csr` is the CA holder's side of ``veilmatch gate init``: it issues a
+gate's client certificate from the CSR the gate made (the gate's private key never
+leaves it), with the development CA or any CA certificate and key given to it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = [
+    "VALIDITY",
+    "DevPki",
+    "issue_gate_cert",
+    "load_ca",
+    "load_ca_files",
+    "make_dev_pki",
+    "sign_gate_csr",
+]
 
 VALIDITY = dt.timedelta(days=365)
 
@@ -86,10 +100,7 @@ def _issue(
 
 def load_ca(key_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """Load the development CA written by :func:`make_dev_pki`."""
-    cert = x509.load_pem_x509_certificate((key_dir / "ca.crt").read_bytes())
-    key = serialization.load_pem_private_key((key_dir / "ca.key").read_bytes(), None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return cert, key
+    return load_ca_files(key_dir / "ca.crt", key_dir / "ca.key")
 
 
 def issue_gate_cert(
@@ -104,6 +115,69 @@ def issue_gate_cert(
     _write_cert(cert_path, cert)
     _write_key(key_path, key)
     return cert_path, key_path
+
+
+def sign_gate_csr(
+    csr_pem: bytes,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    *,
+    gate_id: str | None = None,
+    validity: dt.timedelta = VALIDITY,
+    now: dt.datetime | None = None,
+) -> bytes:
+    """A PEM client certificate for the gate whose PEM CSR is ``csr_pem``.
+
+    Checks, raising ``ValueError`` with the reason: the CSR parses, its self-signature
+    verifies (the requester holds the key), it names exactly one common name, and that
+    name equals ``gate_id`` when given (the CA holder states which gate they expect).
+    Only the common name and the public key are taken from the CSR; any extensions it
+    requests are ignored (client authentication only, never a CA).
+    """
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError:
+        raise ValueError("not a PEM certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise ValueError("the CSR's signature does not verify")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not str(names[0].value):
+        raise ValueError("the CSR must name exactly one common name (the gate id)")
+    common_name = str(names[0].value)
+    if gate_id is not None and common_name != gate_id:
+        raise ValueError(f"the CSR is for {common_name!r}, not {gate_id!r}")
+    public = csr.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ValueError("the CSR's key is not an elliptic-curve key")
+    now = now or dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_ca_files(
+    cert_path: Path, key_path: Path
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A CA certificate and its EC private key from PEM files (``ValueError`` if not)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the CA key is not an elliptic-curve private key")
+    return cert, key
 
 
 def make_dev_pki(

@@ -3,7 +3,8 @@
 Each transform is deterministic given its parameters; ``variants`` draws a set of them
 from an injectable ``numpy.random.Generator`` so runs are reproducible. The variants are
 what a gate sees of the same traveller on another day: mirrored, slightly tilted,
-brighter or darker, framed a little differently.
+brighter or darker, framed a little differently; ``closeup`` frames a face as an
+e-gate camera at arm's length does (the face filling most of a large frame).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Variant", "brightness", "crop", "flip", "rotate", "variants"]
+__all__ = ["Variant", "brightness", "closeup", "crop", "flip", "rotate", "variants"]
 
 BgrImage = npt.NDArray[np.uint8]
 
@@ -62,6 +63,38 @@ def crop(image: BgrImage, fraction: float, *, dx: float = 0.0, dy: float = 0.0) 
     y0 = round((h - ch) / 2 * (1 + max(-1.0, min(1.0, dy))))
     x0 = round((w - cw) / 2 * (1 + max(-1.0, min(1.0, dx))))
     return np.ascontiguousarray(image[y0 : y0 + ch, x0 : x0 + cw])
+
+
+def closeup(
+    image: BgrImage,
+    box: tuple[float, float, float, float],
+    *,
+    fill: float,
+    width: int,
+    aspect: float = 4 / 3,
+) -> BgrImage:
+    """A ``width`` × ``round(width × aspect)`` frame (height/width = ``aspect``) centred
+    on the face ``box`` (x, y, w, h in pixels of ``image``) whose box width is ``fill``
+    (0 < fill ≤ 1) of the frame width. Where the frame reaches past the photo it is
+    grey (mirroring would add faces); resampling is bicubic, so large frames from small
+    photos are upscaled, as a camera's digital zoom would."""
+    import cv2
+
+    if not 0 < fill <= 1 or width < 16 or aspect <= 0:
+        raise ValueError("need 0 < fill <= 1, width >= 16 and a positive aspect")
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    crop_w = w / fill
+    crop_h = crop_w * aspect
+    x0, y0 = round(cx - crop_w / 2), round(cy - crop_h / 2)
+    x1, y1 = round(cx + crop_w / 2), round(cy + crop_h / 2)
+    rows, cols = image.shape[:2]
+    pad = max(0, -x0, -y0, x1 - cols, y1 - rows)
+    grey = (128, 128, 128)
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=grey)
+    region = padded[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+    size = (width, max(1, round(width * aspect)))
+    return np.asarray(cv2.resize(region, size, interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
 
 
 def variants(

@@ -17,12 +17,10 @@ only the positive positions (raw decrypted values never leave this process);
 signed (``crypto.signing``) over its exact body bytes and carries a request id so a
 retry is idempotent.
 
-The match exchange uses the service's binary frames (version 1, see
-``service/wire.py`` and ``docs/api.md``): ``magic | version | meta length | JSON
-meta | payload``, so the 2 MB probe and the 0.3 MB masked result travel as raw bytes,
-not base64 inside JSON. The frame is built here rather than imported, because the gate
-depends on ``crypto`` only; the service's tests round-trip one implementation through
-the other.
+The messages are ``protocol.messages`` (the service parses the same frames with the
+same checks, ``protocol.wire`` and ``docs/api.md``): the match exchange is binary
+frames, so the probe and the masked result travel as raw bytes, not base64 inside
+JSON. A response that does not parse is :class:`ServiceProtocolError`.
 
 When the service is unreachable, :meth:`GateClient.check_or_queue` stores the encrypted
 probe in the gate's :class:`~gate.offline_queue.OfflineQueue`; :meth:`drain` sends the
@@ -47,7 +45,6 @@ import json
 import os
 import secrets
 import ssl
-import struct
 import threading
 import time
 import unicodedata
@@ -62,6 +59,9 @@ import numpy.typing as npt
 
 from crypto.signing import RequestSigner, SigningKey
 from gate.errors import GateError
+from protocol.errors import ProtocolError
+from protocol.messages import MatchRequest, MatchResponse, RevealRequest, RevealResponse
+from protocol.wire import MATCH_REQUEST_TYPE, MATCH_RESPONSE_TYPE, is_media_type
 
 __all__ = [
     "GateClient",
@@ -69,24 +69,24 @@ __all__ = [
     "MatchOutcome",
     "SealGateCrypto",
     "SealedProbe",
+    "ServiceProtocolError",
     "ServiceRefusedError",
     "ServiceUnreachableError",
     "pseudonymise",
 ]
 
 
-#: Binary match wire, version 1 (the service's ``service.wire``).
-MATCH_REQUEST_TYPE = "application/vnd.veilmatch.match-request"
-MATCH_RESPONSE_TYPE = "application/vnd.veilmatch.match-response"
-_FRAME_VERSION = 1
-_FRAME_HEAD = struct.Struct(">4sBH")
-_MAX_META = 1024
 #: Bytes of a probe seed (``crypto.he.wire.SEED_BYTES``).
 SEED_BYTES = 32
 
 
 class ServiceUnreachableError(GateError):
     """The service could not be reached (network, TLS handshake, timeout)."""
+
+
+class ServiceProtocolError(GateError):
+    """The service's answer does not parse as the protocol's message (a bug or a
+    man in the middle; the request may have been processed)."""
 
 
 class ServiceRefusedError(GateError):
@@ -236,17 +236,15 @@ class GateClient:
         ``next_seed`` is the seed committed with this probe (:meth:`encrypt`); a retry
         must send the same arguments, so that its body is the same bytes.
         """
-        meta: dict[str, Any] = {"request_id": request_id or secrets.token_hex(16)}
-        if doc_pseudonym is not None:
-            meta["doc_pseudonym"] = doc_pseudonym
-        if next_seed is not None:
-            meta["next_seed"] = next_seed
-        body = _frame(b"VMRQ", json.dumps(meta, separators=(",", ":")).encode(), probe)
-        response = self._send("/gate/v1/match", body, MATCH_REQUEST_TYPE)
-        if response.headers.get("content-type", "").split(";")[0].strip() != MATCH_RESPONSE_TYPE:
+        request = MatchRequest(request_id or secrets.token_hex(16), probe, doc_pseudonym, next_seed)
+        response = self._send("/gate/v1/match", request.to_bytes(), MATCH_REQUEST_TYPE)
+        if not is_media_type(response.headers.get("content-type"), MATCH_RESPONSE_TYPE):
             raise ServiceRefusedError(response.status_code, "unexpected-media-type", "")
-        head, result = _unframe(b"VMRS", response.content)
-        return str(head["query_id"]), result
+        try:
+            answer = MatchResponse.from_bytes(response.content)
+        except ProtocolError as exc:
+            raise ServiceProtocolError(f"match response refused: {exc}") from None
+        return answer.query_id, answer.masked_result
 
     def register(self, site: str) -> dict[str, Any]:
         """Register this gate's keys (pending until an admin approves)."""
@@ -297,12 +295,14 @@ class GateClient:
         """
         request_id = request_id or secrets.token_hex(16)
         query_id, result = self.match(probe, doc_pseudonym, request_id, next_seed)
-        positions = self.he.reveal(result)
-        revealed = self._post(
-            "/gate/v1/reveal",
-            {"request_id": request_id + "-r", "query_id": query_id, "positions": positions},
-        )
-        return MatchOutcome(str(revealed["query_id"]), str(revealed["outcome"]), len(positions))
+        positions = tuple(sorted(set(self.he.reveal(result))))
+        reveal = RevealRequest(_reveal_id(request_id), query_id, positions)
+        response = self._send("/gate/v1/reveal", reveal.to_bytes(), "application/json")
+        try:
+            revealed = RevealResponse.from_bytes(response.content)
+        except ProtocolError as exc:
+            raise ServiceProtocolError(f"reveal response refused: {exc}") from None
+        return MatchOutcome(revealed.query_id, revealed.outcome, len(positions))
 
     def check(
         self, template: npt.NDArray[np.float32], doc_pseudonym: str | None = None
@@ -356,28 +356,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _frame(magic: bytes, meta: bytes, payload: bytes) -> bytes:
-    """A version-1 frame: magic, version, meta length (u16 BE), meta, payload."""
-    if len(meta) > _MAX_META:
-        raise ValueError("frame metadata too large")
-    return b"".join((_FRAME_HEAD.pack(magic, _FRAME_VERSION, len(meta)), meta, payload))
-
-
-def _unframe(magic: bytes, data: bytes) -> tuple[dict[str, Any], bytes]:
-    """Metadata and payload of a version-1 frame; ``GateError`` if malformed."""
-    if len(data) < _FRAME_HEAD.size:
-        raise GateError("service response frame truncated")
-    got, version, meta_len = _FRAME_HEAD.unpack_from(data, 0)
-    if got != magic or version != _FRAME_VERSION or meta_len > _MAX_META:
-        raise GateError("service response is not a version-1 match frame")
-    start = _FRAME_HEAD.size + meta_len
-    try:
-        meta = json.loads(data[_FRAME_HEAD.size : start])
-    except ValueError:
-        raise GateError("service response frame metadata is not JSON") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("query_id"), str):
-        raise GateError("service response frame metadata lacks a query id")
-    return meta, data[start:]
+def _reveal_id(request_id: str) -> str:
+    """The reveal's request id: the match's with ``-r`` (a retry repeats it); ids at
+    the 64-character limit are shortened to keep the suffix."""
+    return request_id[:62] + "-r"
 
 
 def _pack(probe: bytes, doc: str | None, request_id: str, next_seed: str | None = None) -> bytes:

@@ -19,6 +19,9 @@ __all__ = [
     "CaptureError",
     "FaceTooSmallError",
     "GateError",
+    "GateStateError",
+    "InsecureSecretError",
+    "InvalidDocumentError",
     "ModelError",
     "ModelIntegrityError",
     "MultipleFacesError",
@@ -124,6 +127,20 @@ class ModelIntegrityError(ModelError):
 
 class CaptureError(GateError):
     """The frame source (camera or directory) failed."""
+
+
+class GateStateError(GateError):
+    """The gate's state directory is missing, incomplete, or not what ``init`` wrote."""
+
+
+class InsecureSecretError(GateStateError):
+    """A secret file (key, pseudonymisation key) is readable by group or others, or is
+    not a regular file; it is refused, not repaired, so an operator notices."""
+
+
+class InvalidDocumentError(GateError):
+    """The document reader's MRZ is unreadable, fails a check digit, or the document
+    has expired. The message names the failed check, never the MRZ or its fields."""
 
 
 class OfflineQueueError(GateError):

@@ -13,8 +13,10 @@ Usage::
 
 Stages (each a method, so the benchmark can time them): ``load`` (decode and size
 checks, ``gate.imageio``), ``detect`` (YuNet, or SCRFD from a licensed pack, on a copy
-scaled so its longer side is at most ``detect_max_side``; coordinates are mapped back to
-the full image), ``align`` (insightface ``norm_crop`` on the full-resolution image),
+scaled so its longer side is at most ``detect_max_side``, and when that finds nothing on
+coarser copies down to ``detect_min_side``, so close-ups are found too:
+``gate.detector.detect_at_scales``; coordinates are mapped back to the full image),
+``align`` (insightface ``norm_crop`` on the full-resolution image),
 quality measurements (``gate.quality``) and ``embed`` (SFace, or ArcFace from a pack).
 
 Models: the bundled Apache-2.0 YuNet/SFace pair, converted and verified by
@@ -39,7 +41,13 @@ import numpy as np
 import numpy.typing as npt
 
 from gate.align import align_face
-from gate.detector import Detection, FaceDetector, ScrfdDetector, YuNetDetector
+from gate.detector import (
+    Detection,
+    FaceDetector,
+    ScrfdDetector,
+    YuNetDetector,
+    detect_at_scales,
+)
 from gate.embedder import ArcFaceEmbedder, FaceEmbedder, SFaceEmbedder
 from gate.errors import ModelError, MultipleFacesError, NoFaceError, QualityError, RefusalCode
 from gate.imageio import ImageInput, load_image
@@ -141,12 +149,14 @@ class FacePipeline:
         thresholds: QualityThresholds | None = None,
         model_pack: str | None = None,
         detect_max_side: int = 1280,
+        detect_min_side: int = 160,
         threads: int = 0,
     ) -> None:
-        if detect_max_side < 64:
-            raise ValueError("detect_max_side must be at least 64")
+        if not 64 <= detect_min_side <= detect_max_side:
+            raise ValueError("need 64 <= detect_min_side <= detect_max_side")
         self.thresholds = thresholds or QualityThresholds()
         self.detect_max_side = detect_max_side
+        self.detect_min_side = detect_min_side
         pack_det: Path | None = None
         pack_rec: Path | None = None
         if model_pack:
@@ -214,19 +224,14 @@ class FacePipeline:
 
     def detect(self, image_bgr: BgrImage) -> list[Detection]:
         """Faces in full-image coordinates, detected on a copy whose longer side is at
-        most ``detect_max_side`` (area interpolation when shrinking)."""
-        import cv2
-
-        h, w = image_bgr.shape[:2]
-        scale = min(1.0, self.detect_max_side / max(h, w))
-        if scale >= 1.0:
-            return self.detector.detect(image_bgr)
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        small = np.asarray(
-            cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA), dtype=np.uint8
+        most ``detect_max_side`` (area interpolation when shrinking), then, if none was
+        found, on halved copies down to ``detect_min_side`` (``detect_at_scales``)."""
+        return detect_at_scales(
+            self.detector,
+            image_bgr,
+            max_side=self.detect_max_side,
+            min_side=self.detect_min_side,
         )
-        sx = w / small.shape[1]
-        return [d.scaled(sx) for d in self.detector.detect(small)]
 
     def align(self, image_bgr: BgrImage, detection: Detection) -> BgrImage:
         """The aligned crop the recogniser expects (``embedder.input_size`` square)."""

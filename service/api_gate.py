@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from service import wire
+from protocol import wire
 from service.deps import CtxDep
 from service.gate_auth import GateRequest, NonceMode, gate_auth, gate_principal
 from service.schemas import (

@@ -23,7 +23,15 @@ from core.errors import VeilmatchError
 from core.logs import request_id_var
 from crypto.errors import CryptoError, OversizedInputError
 from crypto.signing import SigningError
-from service.errors import GateRefusedError, OverloadedError, RateLimitedError, ServiceError
+from protocol.errors import FrameTooLargeError, ProtocolError
+from service.errors import (
+    GateRefusedError,
+    MalformedRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    ServiceError,
+)
 
 __all__ = ["PROBLEM_TYPE_BASE", "install_problem_handlers", "problem_response", "to_service_error"]
 
@@ -69,6 +77,12 @@ def to_service_error(exc: VeilmatchError) -> ServiceError:
         return exc
     if isinstance(exc, SigningError):
         return GateRefusedError(str(exc), code=exc.code)
+    if isinstance(exc, FrameTooLargeError):
+        return PayloadTooLargeError(str(exc))
+    if isinstance(exc, ProtocolError):
+        # The protocol's codes are the API's: malformed-frame, unsupported-wire-version,
+        # malformed-request.
+        return MalformedRequestError(str(exc), code=exc.code)
     if isinstance(exc, OversizedInputError):
         err = ServiceError("ciphertext or key bundle too large", code="payload-too-large")
         err.status = 413

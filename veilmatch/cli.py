@@ -104,6 +104,46 @@ def dev_certs(
         typer.echo(f"gate {gate_id}: {cert}")
 
 
+@dev_app.command("sign-csr")
+def dev_sign_csr(
+    csr: Annotated[Path, typer.Argument(help="The gate's tls.csr (PEM).")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the certificate (PEM).")],
+    gate_id: Annotated[
+        str | None, typer.Option("--gate-id", help="Refuse unless the CSR is for this gate.")
+    ] = None,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="CA certificate (default: the development CA).")
+    ] = None,
+    ca_key: Annotated[Path | None, typer.Option(help="CA private key (with --ca-cert).")] = None,
+    days: Annotated[int, typer.Option(min=1, max=825, help="Validity in days.")] = 365,
+) -> None:
+    """Issue a gate's client certificate from its CSR (for the CA holder).
+
+    Without --ca-cert/--ca-key, the development CA in the key directory signs; a
+    deployment CA kept offline can sign the same way on its own machine.
+    """
+    import datetime as dt
+
+    from crypto.devcerts import load_ca, load_ca_files, sign_gate_csr
+
+    if (ca_cert is None) != (ca_key is None):
+        raise typer.BadParameter("give both --ca-cert and --ca-key, or neither")
+    if ca_cert is not None and ca_key is not None:
+        cert, key = load_ca_files(ca_cert, ca_key)
+    else:
+        settings = load_settings()
+        cert, key = load_ca(Path(settings.key_dir or "."))
+    try:
+        pem = sign_gate_csr(
+            csr.read_bytes(), cert, key, gate_id=gate_id, validity=dt.timedelta(days=days)
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    out.write_bytes(pem)
+    typer.echo(f"certificate: {out}")
+
+
 def main() -> None:
     """Console-script entry point with one-line configuration errors."""
     try:

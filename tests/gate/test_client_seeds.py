@@ -8,6 +8,7 @@ the gate sends can be read back (the real HTTPS path is ``tests/service/test_pre
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import threading
@@ -24,6 +25,7 @@ from crypto.errors import MalformedInputError
 from crypto.he import Probe
 from crypto.signing import SigningKey
 from gate.client import GateClient, SealGateCrypto
+from protocol.messages import MatchResponse
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -52,8 +54,9 @@ class FakeService:
         path = request.url.path
         if path == "/gate/v1/match":
             self.match_bodies.append(request.content)
-            meta = json.dumps({"query_id": f"q-{len(self.match_bodies)}"}).encode()
-            frame = b"VMRS\x01" + len(meta).to_bytes(2, "big") + meta + b"masked"
+            expires = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+            answer = MatchResponse(f"q-{len(self.match_bodies)}", expires, "g-1", b"masked")
+            frame = answer.to_bytes()
             headers = {"content-type": "application/vnd.veilmatch.match-response"}
             return httpx.Response(200, content=frame, headers=headers)
         if path == "/gate/v1/reveal":

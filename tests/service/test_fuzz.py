@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crypto.signing import RequestSigner
-from service import wire
+from protocol import wire
 from service.app import create_app, create_gate_app
 from service.gates import key_id_for
 

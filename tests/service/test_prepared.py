@@ -27,7 +27,8 @@ import pytest
 import sqlalchemy as sa
 
 from crypto.he import GateKeyBundle, MaskedResult, encrypt_probe, get_parameter_set, resolve, reveal
-from gate.client import MATCH_REQUEST_TYPE, _frame
+from protocol.wire import MATCH_REQUEST_TYPE
+from protocol.wire import encode_frame as _frame
 from service import he_worker
 from service.errors import UnavailableError
 from service.gates import key_id_for

@@ -1,9 +1,10 @@
-"""The binary match wire (``service.wire``, version 1) and the two-transaction match path.
+"""The binary match wire (``protocol.wire``, version 1) through the real service and the
+two-transaction match path.
 
-Pure round trips between the gate's framing (``gate.client``) and the service's, then
-through the real service over mutual TLS: a binary match is idempotent on retry and
-reveals like the JSON form; every malformed frame is a 4xx problem with a stable code;
-a request is spent (replay refused) whether its work succeeded or failed.
+Over mutual TLS: a binary match is idempotent on retry and reveals like the JSON form;
+every malformed frame is a 4xx problem with a stable code (the protocol's errors mapped
+by ``service.problems``); a request is spent (replay refused) whether its work succeeded
+or failed. The pure codec and messages are tested in ``tests/protocol``.
 """
 
 from __future__ import annotations
@@ -14,74 +15,17 @@ import struct
 import numpy as np
 import pytest
 
-from gate.client import (
-    MATCH_REQUEST_TYPE,
-    ServiceRefusedError,
-    _frame,
-    _unframe,
-)
-from gate.errors import GateError
-from service import wire
-from service.errors import MalformedRequestError, PayloadTooLargeError
+from gate.client import ServiceRefusedError
+from protocol import wire
+from protocol.messages import MatchResponse
+from protocol.wire import MATCH_REQUEST_TYPE
+from protocol.wire import encode_frame as _frame
 from tests.service.conftest import problem
 
 
 def _unit(seed: int) -> np.ndarray:
     vector = np.random.default_rng(seed).standard_normal(128).astype(np.float32)
     return vector / np.linalg.norm(vector)
-
-
-# --- pure framing ---------------------------------------------------------------------
-
-
-def test_gate_frames_parse_in_the_service_and_back():
-    meta = json.dumps({"request_id": "abcdefgh1234"}).encode()
-    payload = bytes(range(256)) * 9
-    parsed = wire.parse_frame(
-        _frame(wire.MATCH_REQUEST_MAGIC, meta, payload),
-        wire.MATCH_REQUEST_MAGIC,
-        max_payload=len(payload),
-    )
-    assert parsed == wire.Frame(meta, payload)
-    answer = json.dumps({"query_id": "q-1", "expires_at": "x", "gallery_version": "v"}).encode()
-    head, body = _unframe(b"VMRS", wire.encode_frame(wire.MATCH_RESPONSE_MAGIC, answer, payload))
-    assert head["query_id"] == "q-1" and body == payload
-    assert wire.MATCH_REQUEST_TYPE == MATCH_REQUEST_TYPE
-
-
-@pytest.mark.parametrize(
-    ("mutation", "code"),
-    [
-        ("truncated-header", "malformed-frame"),
-        ("wrong-magic", "malformed-frame"),
-        ("version-2", "unsupported-wire-version"),
-        ("meta-longer-than-body", "malformed-frame"),
-        ("meta-over-limit", "malformed-frame"),
-    ],
-)
-def test_malformed_frames_raise_typed_errors(mutation, code):
-    good = _frame(b"VMRQ", b'{"request_id":"abcdefgh1234"}', b"probe")
-    data = {
-        "truncated-header": good[:5],
-        "wrong-magic": b"VMRS" + good[4:],
-        "version-2": good[:4] + b"\x02" + good[5:],
-        "meta-longer-than-body": good[:5] + struct.pack(">H", 900) + good[7:],
-        "meta-over-limit": good[:5] + struct.pack(">H", 1025) + good[7:] + b"x" * 2000,
-    }[mutation]
-    with pytest.raises(MalformedRequestError) as err:
-        wire.parse_frame(data, wire.MATCH_REQUEST_MAGIC, max_payload=1 << 20)
-    assert err.value.code == code
-
-
-def test_oversized_payload_is_413():
-    with pytest.raises(PayloadTooLargeError):
-        wire.parse_frame(_frame(b"VMRQ", b"{}", b"x" * 101), b"VMRQ", max_payload=100)
-
-
-def test_gate_refuses_malformed_response_frames():
-    for data in (b"", b"VMRS\x01\x00", b"VMRQ\x01\x00\x02{}", b"VMRS\x01\x00\x02[]"):
-        with pytest.raises(GateError):
-            _unframe(b"VMRS", data)
 
 
 # --- through the service ----------------------------------------------------------------
@@ -161,7 +105,7 @@ def test_a_committed_match_cannot_be_replayed(service, gate):
     assert first.headers["content-type"] == wire.MATCH_RESPONSE_TYPE
     replay, _ = _post(service, gate, body, headers=headers)
     assert replay.status_code == 401 and problem(replay)["code"] == "request-replayed"
-    query_id, result = _unframe(b"VMRS", first.content)[0]["query_id"], first.content
+    query_id, result = MatchResponse.from_bytes(first.content).query_id, first.content
     entries = service.audit_entries(types=["match.query"])
     assert [e for e in entries if f"query:{query_id}" in e.header.subjects]
     assert len(result) > 1_000  # raw bytes, no base64
