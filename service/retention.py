@@ -41,7 +41,6 @@ import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -371,7 +370,7 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     (``veilmatch retention sweep`` finds this function by name).
 
     Refuses (``ConfigurationError``) a database whose schema is not up to date, and a
-    key directory without the service's audit log key or KEK: a sweep never creates
+    key provider without the service's audit log key or KEK: a sweep never creates
     keys. On exit, if the audit log grew meanwhile (the sweep's ``retention.delete``
     events, or a running server's entries), a checkpoint is signed over it, also after
     an error (batches applied before the error stay applied and audited); a dry run on
@@ -386,16 +385,7 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
         raise ConfigurationError(
             "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
         )
-    assert settings.key_dir is not None and settings.kek_file is not None
-    for setting, path in (
-        ("VEILMATCH_KEY_DIR", Path(settings.key_dir) / "audit-log.key"),
-        ("VEILMATCH_KEK_FILE", Path(settings.kek_file)),
-    ):
-        if not path.is_file():
-            raise ConfigurationError(
-                setting, f"{path} does not exist; use the service's keys (a sweep creates none)"
-            )
-    ctx = build_context(settings, db_engine)
+    ctx = build_context(settings, db_engine, create_keys=False)
     log: Any = ctx.audit.log  # type: ignore[attr-defined]
 
     def checkpoint_if_grown(size: int) -> None:
@@ -414,3 +404,4 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     finally:
         ctx.pool.close(wait=True)
         ctx.policy.engine.close()  # type: ignore[attr-defined]
+        ctx.keys.close()

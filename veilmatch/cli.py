@@ -144,6 +144,41 @@ def dev_sign_csr(
     typer.echo(f"certificate: {out}")
 
 
+@dev_app.command("hsm-init")
+def dev_hsm_init(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Token directory and PIN file; default data_dir/softhsm."),
+    ] = None,
+    label: Annotated[str, typer.Option(help="Token label.")] = "veilmatch",
+    import_kek: Annotated[
+        bool,
+        typer.Option(
+            "--import-kek",
+            help="Copy the existing file KEK into the token, so sealed data keeps opening.",
+        ),
+    ] = False,
+) -> None:
+    """Initialise a local SoftHSM2 token and generate the service's keys in it (a try of
+    key_provider=pkcs11; SoftHSM keeps its tokens in files, so it is not an HSM)."""
+    from veilmatch.softhsm import hsm_init
+
+    settings = load_settings()
+    result = hsm_init(
+        Path(directory or Path(settings.data_dir) / "softhsm"),
+        label,
+        settings,
+        import_kek=import_kek,
+    )
+    typer.echo(f"token {label!r} initialised; PIN in {result.pin_file} (0600)")
+    if result.kek_imported:
+        typer.echo(f"file KEK imported; delete {settings.kek_file} once the service runs")
+    typer.echo(f"audit log verifier key: {result.log_verifier}")
+    typer.echo("point the service at it with:")
+    for name, value in result.environment.items():
+        typer.echo(f"  export {name}={value}")
+
+
 def main() -> None:
     """Console-script entry point with one-line configuration errors."""
     try:
