@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -47,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from core.settings import Settings
+from service.audit_retention import delete_expired_payloads_in
 from service.context import ServiceContext
 from service.ports import ServiceEvent
 from service.tables import alert_reviews, alerts, crossings, probe_records, utc
@@ -283,21 +285,40 @@ class AuditPayloadStore:
 
     def apply(self, batch: Any, on_batch: Any) -> int:
         """Delete the batch's payloads; the audit log logs the deletion in the same
-        transaction (``on_batch`` is deliberately not called: see the class doc)."""
+        transaction (``on_batch`` is deliberately not called: see the class doc).
+
+        On PostgreSQL the deletion goes through the database's retention function
+        (:mod:`service.audit_retention`), which the application role may call although
+        it may not delete payloads itself.
+        """
         del on_batch
         seqs = [int(rid) for rid in batch.record_ids]
+        reason = (
+            f"retention: {batch.kind}/{batch.state} {batch.action} after "
+            f"{batch.retention_days} days"
+        )
+        decision_id = batch.decisions[0][1] if batch.decisions else None
         with self.ctx.transaction() as conn:
-            receipts = self.log.delete_payloads_in(
-                conn,
-                seqs,
-                actor="system",
-                reason=(
-                    f"retention: {batch.kind}/{batch.state} {batch.action} after "
-                    f"{batch.retention_days} days"
-                ),
-                policy_digest=batch.bundle_digest,
-                decision_id=batch.decisions[0][1] if batch.decisions else None,
-            )
+            if self.ctx.engine.dialect.name == "postgresql":
+                receipts = delete_expired_payloads_in(
+                    conn,
+                    self.log,
+                    seqs,
+                    retention_days=math.ceil(batch.retention_days),  # never shorter
+                    actor="system",
+                    reason=reason,
+                    policy_digest=batch.bundle_digest,
+                    decision_id=decision_id,
+                )
+            else:
+                receipts = self.log.delete_payloads_in(
+                    conn,
+                    seqs,
+                    actor="system",
+                    reason=reason,
+                    policy_digest=batch.bundle_digest,
+                    decision_id=decision_id,
+                )
         return len(seqs) if receipts else 0
 
 
