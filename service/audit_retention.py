@@ -7,8 +7,9 @@ entries are older than the retention period by the database's clock, never a
 ``retention.delete`` event's payload and never under the 183-day floor. Then, in the
 same transaction, it logs exactly what the function deleted as ``retention.delete``
 events in the form :meth:`audit.log.AuditLog.delete_payloads_in` writes them
-(``{"deleted": [[start, end), …], "reason": …}``, at most 200 ranges per event, one
-event even when nothing was deleted), so the verifier reads both alike.
+(``{"deleted": [[start, end), …], "reason": …, "retention_days": …}``, at most 200
+ranges per event, one event even when nothing was deleted), so the verifier reads both
+alike and can check each deletion against the period.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def delete_expired_payloads_in(
         AuditEvent(
             EventType.RETENTION_DELETE,
             actor,
-            payload={"deleted": ranges[i : i + RANGES_PER_EVENT], "reason": reason},
+            payload={
+                "deleted": ranges[i : i + RANGES_PER_EVENT],
+                "reason": reason,
+                "retention_days": retention_days,
+            },
             policy_digest=policy_digest,
             decision_id=decision_id,
         )

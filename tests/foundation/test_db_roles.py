@@ -184,6 +184,7 @@ def test_retention_function_deletes_only_expired_payloads(roles: Roles) -> None:
     assert event.payload == {
         "deleted": [[old[0], old[-1] + 1]],
         "reason": "retention: audit_payload/recorded redact after 183 days",
+        "retention_days": 183,
     }
     present = {e.seq: e.payload for e in log.entries(0, young + 1)}
     assert all(present[s] is None for s in old) and present[young] == {"note": "young"}
