@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.veilmatch-installed
 
-.PHONY: demo test lint bench install clean browser-deps
+.PHONY: demo test lint bench install clean browser-deps softhsm2
 
 install: $(STAMP)
 
@@ -28,7 +28,11 @@ demo: $(STAMP)
 browser-deps:
 	command -v chromium || (apt-get update && apt-get install -y chromium)
 
-test: $(STAMP) lint browser-deps
+# The PKCS#11 key tests initialise fresh tokens in Debian's SoftHSM2 (a software HSM).
+softhsm2:
+	command -v softhsm2-util || (apt-get update && apt-get install -y softhsm2)
+
+test: $(STAMP) lint browser-deps softhsm2
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -109,6 +109,33 @@ class Settings(BaseSettings):
     kek_file: Path | None = Field(
         None, description="Key-encryption key for data at rest (service); default key_dir/kek.bin."
     )
+    key_provider: Literal["file", "pkcs11"] = Field(
+        "file",
+        description=(
+            "Where the service's secret keys live (audit log signing key, KEK, token-signing "
+            "secret, audit sequencer key): files in key_dir (development default) or a "
+            "PKCS#11 token (HSM), where they are generated non-exportable on first start."
+        ),
+    )
+    pkcs11_module: Path | None = Field(
+        None, description="PKCS#11 module (.so) of the HSM, for key_provider=pkcs11."
+    )
+    pkcs11_token_label: str = Field(
+        "veilmatch", min_length=1, max_length=32, description="Label of the PKCS#11 token."
+    )
+    pkcs11_pin: SecretStr | None = Field(
+        None, description="User PIN of the PKCS#11 token (prefer pkcs11_pin_file)."
+    )
+    pkcs11_pin_file: Path | None = Field(
+        None, description="File holding the token's user PIN (first line), e.g. a secret mount."
+    )
+    database_migration_url: str = Field(
+        "",
+        description=(
+            "SQLAlchemy URL of the schema owner role that runs migrations (veilmatch db "
+            "upgrade, and serve's start-up migration); empty means database_url."
+        ),
+    )
     scoring_backend: Literal["embedded"] = Field(
         "embedded",
         description=(
@@ -154,7 +181,7 @@ class Settings(BaseSettings):
         30, ge=1, le=3650, description="Validity of a gate's signing and HE keys before rotation."
     )
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_migration_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value:
@@ -183,6 +210,17 @@ class Settings(BaseSettings):
         }
         if not self.database_url:
             derived["database_url"] = f"sqlite:///{self.data_dir / 'veilmatch.db'}"
+        if self.key_provider == "pkcs11":
+            # Not ValueError: pydantic would lose which setting is wrong.
+            if self.pkcs11_module is None:
+                raise ConfigurationError(
+                    ENV_PREFIX + "PKCS11_MODULE", "key_provider pkcs11 needs a PKCS#11 module"
+                )
+            if (self.pkcs11_pin is None) == (self.pkcs11_pin_file is None):
+                raise ConfigurationError(
+                    ENV_PREFIX + "PKCS11_PIN",
+                    "key_provider pkcs11 needs exactly one of pkcs11_pin and pkcs11_pin_file",
+                )
         for name, value in derived.items():
             object.__setattr__(self, name, value)
         return self
@@ -190,10 +228,30 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         """The URL with the psycopg 3 driver made explicit for PostgreSQL."""
-        url = make_url(self.database_url)
-        if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
-            url = url.set(drivername="postgresql+psycopg")
-        return url.render_as_string(hide_password=False)
+        return _explicit_driver(self.database_url)
+
+    @property
+    def migration_sqlalchemy_url(self) -> str:
+        """:attr:`sqlalchemy_url` of the migration (schema owner) role."""
+        return _explicit_driver(self.database_migration_url or self.database_url)
+
+    def pkcs11_user_pin(self) -> str:
+        """The token PIN from ``pkcs11_pin`` or the first line of ``pkcs11_pin_file``."""
+        if self.pkcs11_pin is not None:
+            return self.pkcs11_pin.get_secret_value()
+        if self.pkcs11_pin_file is None:
+            raise ConfigurationError(ENV_PREFIX + "PKCS11_PIN", "no PIN configured")
+        try:
+            lines = self.pkcs11_pin_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigurationError(
+                ENV_PREFIX + "PKCS11_PIN_FILE", f"cannot read {self.pkcs11_pin_file}"
+            ) from None
+        if not lines or not lines[0]:
+            raise ConfigurationError(
+                ENV_PREFIX + "PKCS11_PIN_FILE", f"{self.pkcs11_pin_file} is empty"
+            )
+        return lines[0]
 
     def redacted(self) -> dict[str, Any]:
         """Effective settings as plain data with secrets (and URL passwords) hidden."""
@@ -202,8 +260,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 out[name] = "**********" if value.get_secret_value() else ""
-            elif name == "database_url":
-                out[name] = make_url(value).render_as_string(hide_password=True)
+            elif name in ("database_url", "database_migration_url"):
+                out[name] = make_url(value).render_as_string(hide_password=True) if value else ""
             elif isinstance(value, Path):
                 out[name] = str(value)
             else:
@@ -224,6 +282,13 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def _explicit_driver(database_url: str) -> str:
+    url = make_url(database_url)
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -11,13 +11,17 @@ from core.errors import VeilmatchError
 __all__ = [
     "CryptoError",
     "GalleryError",
+    "HsmError",
+    "KeyExportRefusedError",
     "KeyMismatchError",
+    "KeyNotFoundError",
     "LayoutError",
     "MalformedInputError",
     "OversizedInputError",
     "ParameterMismatchError",
     "RetiredKeyError",
     "SealedDataError",
+    "TagMismatchError",
     "UnknownKeyError",
     "UnknownParameterSetError",
 ]
@@ -79,3 +83,25 @@ class LayoutError(CryptoError):
 
     Raised loudly at start-up rather than computing on misread residues.
     """
+
+
+class TagMismatchError(CryptoError):
+    """A message-authentication tag does not verify (opaque: no detail on why)."""
+
+    def __init__(self) -> None:
+        super().__init__("tag does not verify")
+
+
+class HsmError(CryptoError):
+    """A PKCS#11 token could not be used: module, token, PIN or a token operation.
+
+    Messages name the module path, token label and key label, never a PIN or key bytes.
+    """
+
+
+class KeyNotFoundError(HsmError):
+    """The token holds no key with the expected label (and creating one was not asked)."""
+
+
+class KeyExportRefusedError(HsmError):
+    """Secret key material was asked for; keys in a token are never exportable."""

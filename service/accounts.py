@@ -1,8 +1,10 @@
 """Local staff accounts: argon2id password hashes and short-lived bearer tokens.
 
 Tokens are ``vmt1.<payload>.<mac>``: base64url JSON ``{"sub", "role", "exp", "jti"}``
-authenticated with HMAC-SHA256 under the deployment's token secret (``Settings.token_secret``;
-a random per-process secret when unset, so tokens die with the process). They last
+authenticated with HMAC-SHA256 under the deployment's token key: a
+:class:`crypto.keystore.MacKey`, from ``Settings.token_secret`` (a random per-process
+secret when unset, so tokens die with the process) or held in an HSM
+(:mod:`service.keys`). They last
 ``TOKEN_TTL_S`` seconds. Authentication of an unknown user still verifies against a
 dummy hash, so timing does not reveal which usernames exist.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import hmac
 import json
 import re
@@ -26,6 +27,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection
 
+from crypto.keystore import MIN_SECRET_BYTES, MacKey, SecretMacKey
 from service.errors import AuthenticationError, ConflictError, MalformedRequestError
 from service.tables import accounts
 
@@ -68,17 +70,20 @@ def _unb64(text: str) -> bytes:
 
 
 class TokenIssuer:
-    """Issues and checks bearer tokens under one secret (at least 32 bytes)."""
+    """Issues and checks bearer tokens under one MAC key: a :class:`MacKey` (e.g. in an
+    HSM) or a secret of at least 32 bytes; a random secret when neither is given."""
 
-    def __init__(self, secret: bytes | None = None, ttl_s: int = TOKEN_TTL_S) -> None:
-        self._secret = secret if secret else secrets.token_bytes(32)
-        if len(self._secret) < 32:
+    def __init__(self, secret: bytes | MacKey | None = None, ttl_s: int = TOKEN_TTL_S) -> None:
+        if isinstance(secret, bytes | bytearray) and len(secret) < MIN_SECRET_BYTES:
             raise ValueError("token secret must be at least 32 bytes")
+        if isinstance(secret, MacKey):
+            self._key: MacKey = secret
+        else:
+            self._key = SecretMacKey(bytes(secret) if secret else secrets.token_bytes(32))
         self.ttl_s = ttl_s
 
     def _mac(self, payload: str) -> str:
-        mac = hmac.new(self._secret, f"{_TOKEN_PREFIX}.{payload}".encode(), hashlib.sha256)
-        return _b64(mac.digest())
+        return _b64(self._key.tag(f"{_TOKEN_PREFIX}.{payload}".encode()))
 
     def issue(self, principal: Principal, now: dt.datetime) -> tuple[str, dt.datetime]:
         """A token for ``principal`` and its expiry time."""

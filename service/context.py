@@ -68,6 +68,8 @@ class ServiceContext:
     face_embedder: Callable[[bytes], Sequence[float]] | None = None
     ready: bool = False
     policy_load_event: Any = None
+    #: The key provider's handle (``service.keys.ServiceKeys``), closed by ``stop``.
+    keys: Any = None
     _write_lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     committer: GroupCommitter = field(init=False, repr=False)
 

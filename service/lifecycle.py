@@ -23,10 +23,11 @@ from sqlalchemy import Engine
 
 from core.settings import Settings
 from service.accounts import TokenIssuer, ensure_bootstrap_admin
-from service.adapters import AuditLogAdapter, PolicyEngineAdapter, load_or_create_log_signer
-from service.context import ServiceContext, load_or_create_kek, system_clock
+from service.adapters import AuditLogAdapter, PolicyEngineAdapter
+from service.context import ServiceContext, system_clock
 from service.gates import purge_nonces
 from service.he_worker import HeAdapter
+from service.keys import load_service_keys
 from service.ports import ServiceEvent
 from service.scoring.factory import build_backend
 from service.tables import idempotency_keys, pending_queries
@@ -62,21 +63,24 @@ def build_context(
     *,
     clock: Callable[[], dt.datetime] = system_clock,
     face_embedder: Callable[[bytes], Any] | None = None,
+    create_keys: bool = True,
 ) -> ServiceContext:
-    """Wire a context from settings (reads or creates the KEK and the log key)."""
-    assert settings.key_dir is not None and settings.kek_file is not None
-    key_dir = Path(settings.key_dir)
-    kek = load_or_create_kek(Path(settings.kek_file))
-    signer = load_or_create_log_signer(key_dir / "audit-log.key")
-    secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
-    policy_engine, load_event = _policy_engine(settings)
+    """Wire a context from settings: the keys from ``settings.key_provider`` (created on
+    first start when ``create_keys``; see :mod:`service.keys`), the audit log, the policy
+    engine and the match pool."""
+    keys = load_service_keys(settings, create=create_keys)
+    try:
+        policy_engine, load_event = _policy_engine(settings)
+    except BaseException:
+        keys.close()
+        raise
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
-        audit=AuditLogAdapter(engine, signer),
+        audit=AuditLogAdapter(engine, keys.log_signer),
         policy=PolicyEngineAdapter(policy_engine),
-        kek=kek,
-        tokens=TokenIssuer(secret),
+        kek=keys.kek,
+        tokens=TokenIssuer(keys.token_mac),
         pool=build_backend(settings),
         he=HeAdapter(settings.he_parameter_set),
         clock=clock,
@@ -85,6 +89,7 @@ def build_context(
     ctx.pool.on_depth = ctx.metrics.queue_depth.set
     ctx.pool.on_restart = ctx.metrics.worker_restarts.inc
     ctx.policy_load_event = load_event
+    ctx.keys = keys
     return ctx
 
 
@@ -185,6 +190,8 @@ def stop(ctx: ServiceContext) -> None:
     ctx.pool.close(wait=True)
     with contextlib.suppress(Exception):
         ctx.audit.flush()
+    if ctx.keys is not None:
+        ctx.keys.close()
 
 
 def pending_count(ctx: ServiceContext) -> int:

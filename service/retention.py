@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from core.settings import Settings
+from service.audit_retention import delete_expired_payloads_in
 from service.context import ServiceContext
 from service.ports import ServiceEvent
 from service.tables import alert_reviews, alerts, crossings, probe_records, utc
@@ -284,21 +285,40 @@ class AuditPayloadStore:
 
     def apply(self, batch: Any, on_batch: Any) -> int:
         """Delete the batch's payloads; the audit log logs the deletion in the same
-        transaction (``on_batch`` is deliberately not called: see the class doc)."""
+        transaction (``on_batch`` is deliberately not called: see the class doc).
+
+        On PostgreSQL the deletion goes through the database's retention function
+        (:mod:`service.audit_retention`), which the application role may call although
+        it may not delete payloads itself.
+        """
         del on_batch
         seqs = [int(rid) for rid in batch.record_ids]
+        reason = (
+            f"retention: {batch.kind}/{batch.state} {batch.action} after "
+            f"{batch.retention_days} days"
+        )
+        decision_id = batch.decisions[0][1] if batch.decisions else None
         with self.ctx.transaction() as conn:
-            receipts = self.log.delete_payloads_in(
-                conn,
-                seqs,
-                actor="system",
-                reason=(
-                    f"retention: {batch.kind}/{batch.state} {batch.action} after "
-                    f"{batch.retention_days} days"
-                ),
-                policy_digest=batch.bundle_digest,
-                decision_id=batch.decisions[0][1] if batch.decisions else None,
-            )
+            if self.ctx.engine.dialect.name == "postgresql":
+                receipts = delete_expired_payloads_in(
+                    conn,
+                    self.log,
+                    seqs,
+                    retention_days=math.ceil(batch.retention_days),  # never shorter
+                    actor="system",
+                    reason=reason,
+                    policy_digest=batch.bundle_digest,
+                    decision_id=decision_id,
+                )
+            else:
+                receipts = self.log.delete_payloads_in(
+                    conn,
+                    seqs,
+                    actor="system",
+                    reason=reason,
+                    policy_digest=batch.bundle_digest,
+                    decision_id=decision_id,
+                )
         return len(seqs) if receipts else 0
 
 
@@ -371,7 +391,7 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     (``veilmatch retention sweep`` finds this function by name).
 
     Refuses (``ConfigurationError``) a database whose schema is not up to date, and a
-    key directory without the service's audit log key or KEK: a sweep never creates
+    key provider without the service's audit log key or KEK: a sweep never creates
     keys. On exit, if the audit log grew meanwhile (the sweep's ``retention.delete``
     events, or a running server's entries), a checkpoint is signed over it, also after
     an error (batches applied before the error stay applied and audited); a dry run on
@@ -386,16 +406,7 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
         raise ConfigurationError(
             "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
         )
-    assert settings.key_dir is not None and settings.kek_file is not None
-    for setting, path in (
-        ("VEILMATCH_KEY_DIR", Path(settings.key_dir) / "audit-log.key"),
-        ("VEILMATCH_KEK_FILE", Path(settings.kek_file)),
-    ):
-        if not path.is_file():
-            raise ConfigurationError(
-                setting, f"{path} does not exist; use the service's keys (a sweep creates none)"
-            )
-    ctx = build_context(settings, db_engine)
+    ctx = build_context(settings, db_engine, create_keys=False)
     log: Any = ctx.audit.log  # type: ignore[attr-defined]
 
     def checkpoint_if_grown(size: int) -> None:
@@ -414,3 +425,4 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     finally:
         ctx.pool.close(wait=True)
         ctx.policy.engine.close()  # type: ignore[attr-defined]
+        ctx.keys.close()

@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 
 from core.db import make_engine
+from core.dbroles import migration_engine
 from core.errors import ConfigurationError
 from core.logs import configure_logging
 from core.migrate import upgrade
@@ -163,13 +164,16 @@ def serve(
     configure_logging(settings.log_level)
     check_tls_files(settings, need_ca=not insecure_http)
     engine = make_engine(settings)
+    migrator = migration_engine(settings)
     try:
-        upgrade(engine)
+        upgrade(migrator)
     except Exception as exc:
         raise ConfigurationError(
             "VEILMATCH_DATABASE_URL",
             f"cannot migrate database: {type(exc).__name__}: {exc}".splitlines()[0],
         ) from None
+    finally:
+        migrator.dispose()
     ctx = build_context(
         settings, engine, clock=clock or system_clock, face_embedder=_face_embedder(settings)
     )

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from audit.cli import app as audit_app
 from core.db import make_engine
+from core.dbroles import apply_script, grant_script, migration_engine
 from core.errors import ConfigurationError, VeilmatchError
 from core.migrate import current_revisions, upgrade
 from core.settings import load_settings
@@ -64,9 +66,10 @@ def serve(
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
-    """Create or migrate the schema to the latest version (idempotent)."""
+    """Create or migrate the schema to the latest version (idempotent), as the migration
+    role (VEILMATCH_DATABASE_MIGRATION_URL, else VEILMATCH_DATABASE_URL)."""
     settings = load_settings()
-    engine = make_engine(settings)
+    engine = migration_engine(settings)
     before = current_revisions(engine)
     upgrade(engine)
     after = current_revisions(engine)
@@ -79,6 +82,40 @@ def db_current() -> None:
     """Show the schema revisions the database is at."""
     revs = current_revisions(make_engine(load_settings()))
     typer.echo(", ".join(sorted(revs)) or "(no schema)")
+
+
+@db_app.command("roles")
+def db_roles(
+    app_role: Annotated[str, typer.Option("--app", help="The service's application role.")],
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The schema owner (migration) role; default: the connecting role."),
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Run the script as the migration role.")
+    ] = False,
+) -> None:
+    """Print (or --apply) the GRANT script giving the application role least privilege:
+    append-only audit tables, payload deletion only through the retention function."""
+    settings = load_settings()
+    schema = settings.database_schema or "public"
+    if not apply:
+        if owner is None:
+            raise ConfigurationError(
+                "--owner", "give the owner role, or --apply to use the connecting one"
+            )
+        typer.echo(grant_script(app_role, owner, schema), nl=False)
+        return
+    engine = migration_engine(settings)
+    if engine.dialect.name != "postgresql":
+        raise ConfigurationError("VEILMATCH_DATABASE_MIGRATION_URL", "roles need PostgreSQL")
+    try:
+        with engine.connect() as conn:
+            owner = owner or str(conn.execute(text("SELECT current_user")).scalar_one())
+        apply_script(engine, grant_script(app_role, owner, schema))
+    finally:
+        engine.dispose()
+    typer.echo(f"granted least privilege on schema {schema} to {app_role} (owner {owner})")
 
 
 @dev_app.command("config")
@@ -142,6 +179,42 @@ def dev_sign_csr(
         raise typer.Exit(1) from None
     out.write_bytes(pem)
     typer.echo(f"certificate: {out}")
+
+
+@dev_app.command("hsm-init")
+def dev_hsm_init(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Token directory and PIN file; default data_dir/softhsm."),
+    ] = None,
+    label: Annotated[str, typer.Option(help="Token label.")] = "veilmatch",
+    import_kek: Annotated[
+        bool,
+        typer.Option(
+            "--import-kek",
+            help="Copy the existing file KEK into the token, so sealed data keeps opening.",
+        ),
+    ] = False,
+) -> None:
+    """Initialise a local SoftHSM2 token and generate the service's keys in it (a try of
+    key_provider=pkcs11; SoftHSM keeps its tokens in files, so it is not an HSM)."""
+    # Deferred like serve's: veilmatch.softhsm builds the service's keys (service stack).
+    from veilmatch.softhsm import hsm_init
+
+    settings = load_settings()
+    result = hsm_init(
+        Path(directory or Path(settings.data_dir) / "softhsm"),
+        label,
+        settings,
+        import_kek=import_kek,
+    )
+    typer.echo(f"token {label!r} initialised; PIN in {result.pin_file} (0600)")
+    if result.kek_imported:
+        typer.echo(f"file KEK imported; delete {settings.kek_file} once the service runs")
+    typer.echo(f"audit log verifier key: {result.log_verifier}")
+    typer.echo("point the service at it with:")
+    for name, value in result.environment.items():
+        typer.echo(f"  export {name}={value}")
 
 
 def main() -> None:
