@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from audit.keys import SEQUENCER_KEY_FILE, load_or_create_sequencer_key
 from core.settings import Settings
 from service.accounts import TokenIssuer, ensure_bootstrap_admin
 from service.adapters import AuditLogAdapter, PolicyEngineAdapter, load_or_create_log_signer
@@ -68,12 +69,13 @@ def build_context(
     key_dir = Path(settings.key_dir)
     kek = load_or_create_kek(Path(settings.kek_file))
     signer = load_or_create_log_signer(key_dir / "audit-log.key")
+    sequencer = load_or_create_sequencer_key(key_dir / SEQUENCER_KEY_FILE)
     secret = settings.token_secret.get_secret_value().encode() if settings.token_secret else None
     policy_engine, load_event = _policy_engine(settings)
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
-        audit=AuditLogAdapter(engine, signer),
+        audit=AuditLogAdapter(engine, signer, sequencer=sequencer),
         policy=PolicyEngineAdapter(policy_engine),
         kek=kek,
         tokens=TokenIssuer(secret),
@@ -84,6 +86,8 @@ def build_context(
     )
     ctx.pool.on_depth = ctx.metrics.queue_depth.set
     ctx.pool.on_restart = ctx.metrics.worker_restarts.inc
+    audit_log: Any = ctx.audit.log  # type: ignore[attr-defined]
+    audit_log.on_alarm = lambda _refusal: ctx.metrics.audit_alarms.inc()
     ctx.policy_load_event = load_event
     return ctx
 

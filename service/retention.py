@@ -296,8 +296,10 @@ class AuditPayloadStore:
                     f"retention: {batch.kind}/{batch.state} {batch.action} after "
                     f"{batch.retention_days} days"
                 ),
+                retention_days=batch.retention_days,
                 policy_digest=batch.bundle_digest,
                 decision_id=batch.decisions[0][1] if batch.decisions else None,
+                now=batch.swept_at,
             )
         return len(seqs) if receipts else 0
 
@@ -389,6 +391,7 @@ def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[
     assert settings.key_dir is not None and settings.kek_file is not None
     for setting, path in (
         ("VEILMATCH_KEY_DIR", Path(settings.key_dir) / "audit-log.key"),
+        ("VEILMATCH_KEY_DIR", Path(settings.key_dir) / "audit-sequencer.key"),
         ("VEILMATCH_KEK_FILE", Path(settings.kek_file)),
     ):
         if not path.is_file():
