@@ -104,6 +104,10 @@ class SequencerChainError(LogStateError):
         self.problem = problem
 
 
+class SourceError(AuditError):
+    """A log source cannot be used as configured (e.g. a token over plain HTTP)."""
+
+
 class NotFoundError(AuditError):
     """A requested entry, tile, bundle or checkpoint does not exist."""
 
