@@ -12,6 +12,7 @@ import logging
 import os
 import stat
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -93,7 +94,7 @@ def log(engine):
     return audit_log
 
 
-def _problems(log, tmp_path) -> list:
+def _problems(log, tmp_path) -> list[Any]:
     export_log(log, tmp_path / "export")
     with pytest.raises(LogVerificationError) as info:
         verify_log(DirectorySource(tmp_path / "export"), log_signer().verifier())

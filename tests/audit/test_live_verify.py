@@ -29,6 +29,7 @@ def service(tmp_path_factory: pytest.TempPathFactory):
 def _verify(service: RunningService, tmp_path: Path, *extra: str, env=None):
     service.ctx.audit.flush()
     tiles = f"{service.staff_url}/api/v1/audit/tiles"
+    assert service.settings.key_dir is not None
     log_key = Path(service.settings.key_dir) / "audit-log.pub"
     args = ["audit", "verify", tiles, "--log-key", str(log_key)]
     args += ["--state", str(tmp_path / "state.json"), "--ca", str(service.pki.ca_cert), *extra]
@@ -66,6 +67,7 @@ def test_a_token_is_never_sent_over_plain_http():
 
 
 def test_the_service_bootstrap_created_the_sequencer_key(service):
+    assert service.settings.key_dir is not None
     path = Path(service.settings.key_dir) / SEQUENCER_KEY_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert service.ctx.metrics.audit_alarms._value.get() == 0
