@@ -9,7 +9,7 @@
 
 Example::
 
-    log = AuditLog(engine, load_signer(key_path), sequencer=load_sequencer_key(path))
+    log = AuditLog(engine, load_signer(key_path), sequencer=FileSequencerKey.load(path))
     [receipt] = log.append([AuditEvent(EventType.ADMIN, "officer:o-1", payload={...})])
     with write_transaction(engine) as conn:                 # the caller's transaction
         conn.execute(my_record_insert)
