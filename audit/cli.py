@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -28,7 +29,7 @@ def _group() -> None:
 
 
 def _open_log(key: Path | None) -> AuditLog:
-    from audit.keys import LOG_KEY_FILE, load_signer
+    from audit.keys import LOG_KEY_FILE, SEQUENCER_KEY_FILE, FileSequencerKey, load_signer
     from audit.log import AuditLog
     from core.db import make_engine
     from core.errors import ConfigurationError
@@ -42,12 +43,35 @@ def _open_log(key: Path | None) -> AuditLog:
             "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
         )
     assert settings.key_dir is not None
-    return AuditLog(engine, load_signer(key or Path(settings.key_dir) / LOG_KEY_FILE))
+    key_dir = Path(settings.key_dir)
+    # The service's sequencer key when it has one (its bootstrap creates it); else the
+    # key derived from the log key, as for a log only ever written through this CLI.
+    sequencer_file = key_dir / SEQUENCER_KEY_FILE
+    sequencer = FileSequencerKey.load(sequencer_file) if sequencer_file.exists() else None
+    return AuditLog(engine, load_signer(key or key_dir / LOG_KEY_FILE), sequencer=sequencer)
 
 
 KeyOpt = Annotated[
     Path | None, typer.Option("--key", help="Log private key (default <key_dir>/audit-log.key).")
 ]
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="File holding a bearer token of a read-only (oversight) account for an https:// "
+        "source; default: the VEILMATCH_AUDIT_TOKEN environment variable.",
+    ),
+]
+
+
+def _token(token_file: Path | None) -> str | None:
+    """The bearer token for an HTTPS source: from ``token_file``, else the environment.
+
+    Never a command-line value: arguments are visible to every user of the machine.
+    """
+    if token_file is not None:
+        return token_file.read_text().strip() or None
+    return os.environ.get("VEILMATCH_AUDIT_TOKEN") or None
 
 
 @app.command()
@@ -166,6 +190,7 @@ def verify(
         int | None, typer.Option(help="Cosignatures required (default: all).")
     ] = None,
     ca: Annotated[Path | None, typer.Option(help="CA bundle for an https:// source.")] = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Verify a log completely; name the exact entry or range on failure (exit 1)."""
     from audit.errors import AuditError
@@ -175,7 +200,7 @@ def verify(
 
     try:
         report = verify_log(
-            open_source(source, verify=str(ca) if ca else True),
+            open_source(source, verify=str(ca) if ca else True, token=_token(token_file)),
             load_verifier(log_key),
             witnesses=[load_verifier(w) for w in witness_key or []],
             quorum=quorum,
@@ -196,6 +221,7 @@ def witness(
     state: Annotated[Path, typer.Option(help="Witness state file (last checkpoint cosigned).")],
     out: Annotated[Path | None, typer.Option(help="Write the cosigned checkpoint here.")] = None,
     ca: Annotated[Path | None, typer.Option(help="CA bundle for an https:// source.")] = None,
+    token_file: TokenFileOpt = None,
 ) -> None:
     """Cosign the log's latest checkpoint if it extends the last one this witness saw."""
     from audit.keys import load_signer, load_verifier
@@ -203,7 +229,9 @@ def witness(
     from audit.witness import Witness
 
     w = Witness(load_signer(key), load_verifier(log_key), state)
-    cosigned = w.witness_source(open_source(source, verify=str(ca) if ca else True))
+    cosigned = w.witness_source(
+        open_source(source, verify=str(ca) if ca else True, token=_token(token_file))
+    )
     data = cosigned.to_bytes()
     if out is not None:
         out.write_bytes(data)

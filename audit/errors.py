@@ -85,6 +85,29 @@ class LogStateError(AuditError):
     """The log cannot perform the operation in its current state (e.g. no checkpoint)."""
 
 
+class SequencerKeyError(AuditError):
+    """A sequencer tag does not verify under the sequencer key."""
+
+
+class SequencerChainError(LogStateError):
+    """Stored entries ``[start, end)`` are not authenticated by this log's sequencer.
+
+    Raised by the appender (it will not extend such a head) and by the checkpointer (it
+    will not sign such a size): rows written around the sequencer, by a database writer
+    or by an appender holding another key. An alarm, not a transient condition.
+    """
+
+    def __init__(self, start: int, end: int, problem: str) -> None:
+        super().__init__(f"entries [{start}, {end}): {problem}")
+        self.start = start
+        self.end = end
+        self.problem = problem
+
+
+class SourceError(AuditError):
+    """A log source cannot be used as configured (e.g. a token over plain HTTP)."""
+
+
 class NotFoundError(AuditError):
     """A requested entry, tile, bundle or checkpoint does not exist."""
 
@@ -132,6 +155,15 @@ class PayloadError(VerificationError):
     def __init__(self, seq: int, problem: str) -> None:
         super().__init__(f"payload of entry {seq}", problem)
         self.seq = seq
+
+
+class RetentionViolationError(PayloadError):
+    """A ``retention.delete`` entry deleted a payload before its retention period passed
+    (or without a period recorded); ``deleted_by`` is that entry's ``seq``."""
+
+    def __init__(self, seq: int, deleted_by: int, problem: str) -> None:
+        super().__init__(seq, f"deleted by entry {deleted_by}: {problem}")
+        self.deleted_by = deleted_by
 
 
 class TruncationError(VerificationError):

@@ -8,6 +8,10 @@
   proof or tile is O(log n) or one range read. Append-only.
 - ``audit_head``: one row (``id`` = 1): the tree size and its right-edge ("frontier")
   hashes; the sequencer's lock target and cache, never trusted by a verifier.
+- ``audit_ranges``: one row per append transaction: the range ``[start_size,
+  end_size)`` it added, the root at ``end_size``, and the sequencer's tag chaining it to
+  the previous range (:mod:`audit.sequencer`). Append-only (migration
+  ``0006_audit_sequencer``).
 - ``audit_checkpoints``: every signed checkpoint issued; append-only.
 - ``audit_cosignatures``: witness cosignature lines per checkpoint; append-only.
 """
@@ -51,6 +55,16 @@ head = sa.Table(
     sa.Column("frontier", sa.LargeBinary, nullable=False),
 )
 
+ranges = sa.Table(
+    "audit_ranges",
+    metadata,
+    sa.Column("end_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("start_size", sa.BigInteger, nullable=False),
+    sa.Column("prev_tag", sa.LargeBinary, nullable=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("tag", sa.LargeBinary, nullable=False),
+)
+
 checkpoints = sa.Table(
     "audit_checkpoints",
     metadata,
@@ -69,4 +83,10 @@ cosignatures = sa.Table(
 )
 
 #: Tables whose rows may never change or disappear.
-APPEND_ONLY = ("audit_entries", "audit_nodes", "audit_checkpoints", "audit_cosignatures")
+APPEND_ONLY = (
+    "audit_entries",
+    "audit_nodes",
+    "audit_ranges",
+    "audit_checkpoints",
+    "audit_cosignatures",
+)

@@ -4,15 +4,22 @@ Both expose the same relative paths (``checkpoint``, ``tile/…``, ``veilmatch/�
 :mod:`audit.tiles`), so the same checks run on an offline export and on the live HTTPS
 endpoints. Everything read here is untrusted until verified against a signed
 checkpoint.
+
+The service serves its tiles only to authenticated readers (``audit.read``: oversight,
+legal, supervisors), because entry and payload bundles carry pseudonymous subjects and
+details. An :class:`HttpSource` therefore takes a bearer ``token`` (an oversight
+account's, a read-only role) and sends it only over HTTPS and only to ``base_url``
+(redirects are not followed).
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Protocol
 
-from audit.errors import MalformedError, NotFoundError
+from audit.errors import MalformedError, NotFoundError, SourceError
 from audit.rfc9162 import HASH_SIZE, Node
 from audit.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath
 
@@ -49,11 +56,28 @@ class DirectorySource:
 class HttpSource:
     """A log served over HTTP(S) at ``base_url`` (``<base_url>/checkpoint`` etc.)."""
 
-    def __init__(self, base_url: str, *, verify: bool | str = True, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        token: str | None = None,
+    ) -> None:
         import httpx
 
         self.base = base_url.rstrip("/") + "/"
-        self._client = httpx.Client(verify=verify, timeout=timeout, follow_redirects=False)
+        headers: dict[str, str] = {}
+        if token:
+            if not self.base.startswith("https://"):
+                raise SourceError("a bearer token is only sent over https://")
+            headers["Authorization"] = f"Bearer {token.strip()}"
+        trust: bool | ssl.SSLContext = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        self._client = httpx.Client(
+            verify=trust, timeout=timeout, follow_redirects=False, headers=headers
+        )
 
     def read(self, path: str) -> bytes:
         """GET ``base_url/path``; 404 → :class:`NotFoundError`, other failures raise too."""
@@ -65,6 +89,11 @@ class HttpSource:
             raise NotFoundError(f"{path}: {type(exc).__name__}") from None
         if resp.status_code == 404:
             raise NotFoundError(f"{path} not found at {self.base}")
+        if resp.status_code in (401, 403):
+            raise NotFoundError(
+                f"{path}: HTTP {resp.status_code}: the log needs an oversight account's token "
+                "(VEILMATCH_AUDIT_TOKEN or --token-file)"
+            )
         if resp.status_code != 200:
             raise NotFoundError(f"{path}: HTTP {resp.status_code}")
         if len(resp.content) > MAX_RESOURCE_BYTES:
@@ -72,10 +101,11 @@ class HttpSource:
         return resp.content
 
 
-def open_source(location: str, *, verify: bool | str = True) -> Source:
-    """``http(s)://…`` → :class:`HttpSource`; anything else is a directory."""
+def open_source(location: str, *, verify: bool | str = True, token: str | None = None) -> Source:
+    """``http(s)://…`` → :class:`HttpSource` (sending ``token`` if given); anything else is
+    a directory (``token`` unused)."""
     if location.startswith(("http://", "https://")):
-        return HttpSource(location, verify=verify)
+        return HttpSource(location, verify=verify, token=token)
     if not os.path.isdir(location):
         raise NotFoundError(f"{location} is neither a URL nor a directory")
     return DirectorySource(Path(location))

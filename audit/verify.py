@@ -17,14 +17,14 @@ located problem:
    (each signature verified). The first mismatch names the range between the last good
    checkpoint and the bad one.
 7. Check payloads: present ones hash to their entry's ``payload_sha256``; absent ones
-   must be covered by a later ``retention.delete`` entry.
+   must be covered by a later ``retention.delete`` entry that recorded the retention
+   period and policy in force and came after that period had passed
+   (:mod:`audit.payloadcheck`).
 8. On success only, save the new checkpoint to the state file (atomically).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,15 +38,15 @@ from audit.errors import (
     ForkError,
     MalformedError,
     NotFoundError,
-    PayloadError,
     ProofError,
     RangeTamperedError,
     SignatureError,
     TruncationError,
     VerificationError,
 )
-from audit.events import EventType, LeafHeader
+from audit.events import LeafHeader
 from audit.note import NoteVerifier
+from audit.payloadcheck import check_payloads
 from audit.rfc9162 import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -169,80 +169,123 @@ def _verify(
     origin: str | None,
     now: int | None,
 ) -> VerificationReport:
+    """Steps 1 to 8 in order; the first three stop at their first problem."""
+    signed = check_log_signature(source, log_key, origin)
+    cp = signed.checkpoint
+    report = VerificationReport(cp.origin, cp.size, cp.root)
+    report.witnesses = check_witnesses(
+        signed, witnesses, quorum, int(time.time()) if now is None else now
+    )
+    previous = load_state(state_path) if state_path is not None else None
+    if previous is not None:
+        report.previous_size = previous.checkpoint.size
+        check_extends_saved(source, signed, previous)
     problems = _Problems()
-    now = int(time.time()) if now is None else now
+    leaves = check_entries(source, cp.size, problems)
+    report.entries_checked = cp.size - len(leaves.bad)
+    levels = _levels(leaves.hashes)
+    check_upper_tiles(source, cp.size, levels, leaves.bad, problems)
+    report.checkpoints_checked = check_signed_roots(source, log_key, signed, levels, problems)
+    if previous is not None:
+        check_saved_root(previous, levels, problems)
+    check_payloads(source, cp.size, leaves.headers, leaves.bad, report, problems)
+    problems.fail_if_any()
+    if state_path is not None:  # 8. remember what we accepted, on success only
+        save_state(state_path, signed)
+    return report
 
-    # 1. checkpoint and log signature
+
+def check_log_signature(
+    source: Source, log_key: NoteVerifier, origin: str | None
+) -> SignedCheckpoint:
+    """Step 1: the served checkpoint parses and the log key signed it for ``origin``."""
     try:
         signed = SignedCheckpoint.from_bytes(source.read(CHECKPOINT_PATH))
         signed.verify(log_key, origin or log_key.name)
     except (MalformedError, SignatureError, NotFoundError) as exc:
         raise LogVerificationError([VerificationError("checkpoint", str(exc))]) from None
-    cp = signed.checkpoint
-    report = VerificationReport(cp.origin, cp.size, cp.root)
+    return signed
 
-    # 2. witnesses
+
+def check_witnesses(
+    signed: SignedCheckpoint,
+    witnesses: Sequence[NoteVerifier],
+    quorum: int | None,
+    now: int,
+) -> dict[str, int]:
+    """Step 2: at least ``quorum`` (default: all) witnesses cosigned; name → timestamp."""
     need = len(witnesses) if quorum is None else quorum
-    if need:
-        try:
-            report.witnesses = signed.verify_witnesses(list(witnesses), need, now=now)
-        except VerificationError as exc:
-            raise LogVerificationError([exc]) from None
+    if not need:
+        return {}
+    try:
+        return signed.verify_witnesses(list(witnesses), need, now=now)
+    except VerificationError as exc:
+        raise LogVerificationError([exc]) from None
 
-    # 3. against the checkpoint this verifier saw last
-    previous = load_state(state_path) if state_path is not None else None
-    if previous is not None:
-        prev = previous.checkpoint
-        report.previous_size = prev.size
-        if prev.origin != cp.origin:
-            raise LogVerificationError(
-                [VerificationError("state file", f"saved origin {prev.origin!r} differs")]
-            )
-        if cp.size < prev.size:
-            raise LogVerificationError([TruncationError(prev.size, cp.size)])
-        if cp.size == prev.size and not ct_equal(cp.root, prev.root):
-            raise LogVerificationError(
-                [ForkError(cp.size, "two different signed roots for the same size")]
-            )
-        try:
-            reader = TileHashReader(source, cp.size)
-            plan = consistency_plan(prev.size, cp.size)
-            hashes = reader.nodes([n for run in plan for n in run])
-            proof = [fold(run, hashes) for run in plan]
-            verify_consistency(prev.size, cp.size, prev.root, cp.root, proof)
-        except (ProofError, MalformedError, NotFoundError) as exc:
-            raise LogVerificationError(
-                [
-                    ForkError(
-                        prev.size,
-                        f"size {cp.size} is not an extension of the checkpoint of size "
-                        f"{prev.size} seen before ({exc})",
-                    )
-                ]
-            ) from None
 
-    # 4. entries against level-0 tiles
-    n = cp.size
-    headers: list[LeafHeader | None] = [None] * n
-    leaf_hashes: list[bytes] = [b"\0" * HASH_SIZE] * n
-    bad_entries: set[int] = set()
+def check_extends_saved(
+    source: Source, signed: SignedCheckpoint, previous: SignedCheckpoint
+) -> None:
+    """Step 3: the checkpoint extends the one this verifier accepted before (same origin,
+    not smaller, same root at the same size, a consistency proof from the tiles)."""
+    cp, prev = signed.checkpoint, previous.checkpoint
+    if prev.origin != cp.origin:
+        raise LogVerificationError(
+            [VerificationError("state file", f"saved origin {prev.origin!r} differs")]
+        )
+    if cp.size < prev.size:
+        raise LogVerificationError([TruncationError(prev.size, cp.size)])
+    if cp.size == prev.size and not ct_equal(cp.root, prev.root):
+        raise LogVerificationError(
+            [ForkError(cp.size, "two different signed roots for the same size")]
+        )
+    try:
+        reader = TileHashReader(source, cp.size)
+        plan = consistency_plan(prev.size, cp.size)
+        hashes = reader.nodes([n for run in plan for n in run])
+        proof = [fold(run, hashes) for run in plan]
+        verify_consistency(prev.size, cp.size, prev.root, cp.root, proof)
+    except (ProofError, MalformedError, NotFoundError) as exc:
+        problem = (
+            f"size {cp.size} is not an extension of the checkpoint of size "
+            f"{prev.size} seen before ({exc})"
+        )
+        raise LogVerificationError([ForkError(prev.size, problem)]) from None
+
+
+@dataclass
+class _Leaves:
+    """What step 4 read: headers (``None`` if unusable), leaf hashes, bad positions."""
+
+    headers: list[LeafHeader | None]
+    hashes: list[bytes]
+    bad: set[int] = field(default_factory=set)
+
+
+def check_entries(source: Source, n: int, problems: _Problems) -> _Leaves:
+    """Step 4: every entry bundle against its level-0 hash tile, naming the entry."""
+    leaves = _Leaves([None] * n, [b"\0" * HASH_SIZE] * n)
     for bundle in tiles_for_size(n, "entries"):
         start, width = bundle.start, bundle.width
         try:
-            leaves = decode_bundle(source.read(bundle.to_path()), 2)
+            raw = decode_bundle(source.read(bundle.to_path()), 2)
         except (MalformedError, NotFoundError) as exc:
             problems.add(EntryMissingError(start, f"entry bundle unreadable: {exc}"))
-            bad_entries.update(range(start, start + width))
+            leaves.bad.update(range(start, start + width))
             continue
         try:
             tile0 = source.read(f"tile/0/{bundle.to_path().removeprefix('tile/entries/')}")
         except NotFoundError:
             tile0 = b""
-        _check_bundle(start, width, leaves, tile0, headers, leaf_hashes, bad_entries, problems)
-    report.entries_checked = n - len(bad_entries)
+        _check_bundle(start, width, raw, tile0, leaves.headers, leaves.hashes, leaves.bad, problems)
+    return leaves
 
-    # 5. stored upper tiles against the tree recomputed from the leaves
-    levels = _levels(leaf_hashes)
+
+def check_upper_tiles(
+    source: Source, n: int, levels: list[list[bytes]], bad: set[int], problems: _Problems
+) -> None:
+    """Step 5: stored hash tiles above level 0 against the tree recomputed from the
+    leaves; names the range of entries under a wrong hash (not already named)."""
     for tile in tiles_for_size(n, "hash"):
         if tile.level == 0:
             continue
@@ -255,21 +298,30 @@ def _verify(
             idx = tile.start + j
             lo, hi = idx << tree_level, (idx + 1) << tree_level
             stored = data[j * HASH_SIZE : (j + 1) * HASH_SIZE]
-            if not ct_equal(stored, levels[tree_level][idx]) and not any(
-                lo <= b < hi for b in bad_entries
-            ):
+            if not ct_equal(stored, levels[tree_level][idx]) and not any(lo <= b < hi for b in bad):
                 problems.add(
                     RangeTamperedError(
                         lo, hi, f"stored tree hash in {tile.to_path()} differs from the entries"
                     )
                 )
 
-    # 6. signed roots: every checkpoint issued, then the current one
-    good_size = 0
+
+def check_signed_roots(
+    source: Source,
+    log_key: NoteVerifier,
+    signed: SignedCheckpoint,
+    levels: list[list[bytes]],
+    problems: _Problems,
+) -> int:
+    """Step 6: the root of every checkpoint the log issued (signature verified), then the
+    current one, recomputed from the leaves. The first mismatch names the range between
+    the last good checkpoint and the bad one. Returns how many were checked."""
+    cp = signed.checkpoint
     try:
         history = decode_bundle(source.read(CHECKPOINTS_PATH), 4)
     except (NotFoundError, MalformedError):
         history = []
+    good_size, checked = 0, 0
     seen_roots: dict[int, bytes] = {}
     for raw in history:
         try:
@@ -282,9 +334,9 @@ def _verify(
         if s in seen_roots and not ct_equal(seen_roots[s], old.checkpoint.root):
             problems.add(ForkError(s, "the log signed two different roots for this size"))
         seen_roots[s] = old.checkpoint.root
-        if s > n:
+        if s > cp.size:
             continue
-        report.checkpoints_checked += 1
+        checked += 1
         if ct_equal(_root(levels, s), old.checkpoint.root):
             good_size = max(good_size, s)
         elif s >= good_size:
@@ -293,26 +345,24 @@ def _verify(
                     good_size, s, f"entries changed after the checkpoint of size {s} was signed"
                 )
             )
-    if not ct_equal(_root(levels, n), cp.root):
-        problems.add(RangeTamperedError(good_size, n, "the signed root does not match the entries"))
-    if previous is not None and not ct_equal(
-        _root(levels, previous.checkpoint.size), previous.checkpoint.root
-    ):
+    if not ct_equal(_root(levels, cp.size), cp.root):
+        problems.add(
+            RangeTamperedError(good_size, cp.size, "the signed root does not match the entries")
+        )
+    return checked
+
+
+def check_saved_root(
+    previous: SignedCheckpoint, levels: list[list[bytes]], problems: _Problems
+) -> None:
+    """Step 6 (continued): the entries still reproduce the checkpoint seen before."""
+    prev = previous.checkpoint
+    if not ct_equal(_root(levels, prev.size), prev.root):
         problems.add(
             ForkError(
-                previous.checkpoint.size,
-                "the entries do not reproduce the checkpoint this verifier saw before",
+                prev.size, "the entries do not reproduce the checkpoint this verifier saw before"
             )
         )
-
-    # 7. payloads
-    _check_payloads(source, n, headers, bad_entries, report, problems)
-
-    problems.fail_if_any()
-    # 8. remember what we accepted
-    if state_path is not None:
-        save_state(state_path, signed)
-    return report
 
 
 def _check_bundle(
@@ -379,55 +429,6 @@ def _check_bundle(
         leaf_hashes[pos] = lh
     if len(leaves) > width:
         problems.add(EntryTamperedError(start + width, "extra entries beyond the signed tree size"))
-
-
-def _check_payloads(
-    source: Source,
-    n: int,
-    headers: list[LeafHeader | None],
-    bad: set[int],
-    report: VerificationReport,
-    problems: _Problems,
-) -> None:
-    """Step 7: payload hashes, and deletions covered by retention events."""
-    blobs: list[bytes | None] = [None] * n
-    for bundle in tiles_for_size(n, "payloads"):
-        try:
-            items = decode_bundle(source.read(bundle.to_path()), 4)
-        except (MalformedError, NotFoundError) as exc:
-            problems.add(PayloadError(bundle.start, f"payload bundle unreadable: {exc}"))
-            continue
-        for j, blob in enumerate(items[: bundle.width]):
-            blobs[bundle.start + j] = blob
-    deleted_by: dict[int, int] = {}
-    for i, h in enumerate(headers):
-        if h is None or h.type != EventType.RETENTION_DELETE.value:
-            continue
-        maybe = blobs[i]
-        if not maybe or hashlib.sha256(maybe).hexdigest() != h.payload_sha256:
-            continue  # reported below
-        try:
-            ranges = json.loads(maybe)["payload"]["deleted"]
-            for a, b in ranges:
-                for s in range(int(a), min(int(b), i)):
-                    deleted_by.setdefault(s, i)
-        except (ValueError, KeyError, TypeError):
-            problems.add(PayloadError(i, "retention event payload is malformed"))
-    for i, h in enumerate(headers):
-        if h is None or i in bad:
-            continue
-        present = blobs[i]
-        if present:
-            if not ct_equal(hashlib.sha256(present).digest(), bytes.fromhex(h.payload_sha256)):
-                problems.add(PayloadError(i, "does not match the hash in its entry (changed)"))
-            else:
-                report.payloads_present += 1
-        elif i in deleted_by:
-            report.payloads_deleted += 1
-        elif h.type == EventType.RETENTION_DELETE.value:
-            problems.add(PayloadError(i, "retention event payloads must never be deleted"))
-        else:
-            problems.add(PayloadError(i, "missing without a retention deletion event"))
 
 
 def describe(exc: AuditError) -> list[str]:

@@ -2,17 +2,20 @@
 
 No component opens its own connections: services take an ``Engine`` (or a
 ``Session`` from :func:`session_scope`) built here, so SQLite pragmas, the PostgreSQL
-driver and ``search_path`` are applied in exactly one place.
+driver and ``search_path`` are applied in exactly one place. Write transactions that
+read before they write go through :func:`write_transaction`, the one place that knows
+SQLite needs ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -65,4 +68,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             session.commit()
         except BaseException:
             session.rollback()
+            raise
+
+
+@contextmanager
+def write_transaction(
+    engine: Engine, *, queue: threading.RLock | None = None
+) -> Iterator[Connection]:
+    """One write transaction on a fresh connection: commit on success, roll back on any
+    exception (the exception propagates).
+
+    On SQLite the transaction starts with ``BEGIN IMMEDIATE``, taking the database write
+    lock before the first read: a deferred transaction that reads first could not
+    upgrade its lock after a concurrent commit (``SQLITE_BUSY`` that no retry fixes).
+    ``queue`` (SQLite only) is an in-process lock that writers take first, so threads of
+    one process wait their turn on it instead of sleeping in SQLite's busy handler
+    (1, 2, 5, 10 … ms steps) while the lock is already free. On PostgreSQL the
+    transaction begins implicitly and ``queue`` is not used: row locks do that job.
+    """
+    sqlite = engine.dialect.name == "sqlite"
+    waiting: AbstractContextManager[Any] = nullcontext()
+    if sqlite and queue is not None:
+        waiting = queue
+    with waiting, engine.connect() as conn:
+        if sqlite:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            conn.rollback()
             raise

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from core.db import write_transaction
 from core.settings import Settings
 from crypto.atrest import FileKek, KeyEncryptionKey
 from service.accounts import Principal, TokenIssuer
@@ -88,30 +89,12 @@ class ServiceContext:
     def transaction(self) -> Iterator[Connection]:
         """One database transaction (commit on success, roll back on error).
 
-        On SQLite it starts with ``BEGIN IMMEDIATE``: our transactions read, then write
-        (often an audit leaf), and a deferred transaction could not upgrade its lock
-        after a concurrent commit. Writers of this process first queue on an in-process
-        lock: SQLite has one writer anyway, and its busy handler would otherwise make a
-        waiting thread sleep for 1, 2, 5, 10... ms instead of starting when the lock is
-        free.
+        :func:`core.db.write_transaction`: ``BEGIN IMMEDIATE`` on SQLite (our
+        transactions read, then write, often an audit leaf), and writers of this process
+        first queue on an in-process lock, since SQLite has one writer anyway.
         """
-        if self.engine.dialect.name != "sqlite":
-            with self.engine.connect() as conn:
-                try:
-                    yield conn
-                    conn.commit()
-                except BaseException:
-                    conn.rollback()
-                    raise
-            return
-        with self._write_lock, self.engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with write_transaction(self.engine, queue=self._write_lock) as conn:
+            yield conn
 
     @contextmanager
     def reader(self) -> Iterator[Connection]:

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audit.keys import load_signer
+from audit.errors import SequencerKeyError
+from audit.keys import SEQUENCER_KEY_FILE, SequencerKey, load_or_create_sequencer_key, load_signer
 from audit.note import ED25519, NoteSigner
 from core.errors import ConfigurationError
 from core.settings import Settings
 from crypto.atrest import FileKek, KeyEncryptionKey
-from crypto.errors import HsmError, KeyNotFoundError
+from crypto.errors import HsmError, KeyNotFoundError, TagMismatchError
 from crypto.keystore import MIN_SECRET_BYTES, MacKey, SecretMacKey
 from crypto.pkcs11 import Pkcs11Token
 from service.adapters import DEFAULT_LOG_NAME, load_or_create_log_signer
@@ -43,6 +44,7 @@ __all__ = [
     "LABEL_SEQUENCER",
     "LABEL_TOKEN_MAC",
     "ServiceKeys",
+    "TokenSequencerKey",
     "load_service_keys",
     "open_token",
 ]
@@ -59,14 +61,15 @@ LOG_PUBLIC_FILE = "audit-log.pub"
 class ServiceKeys:
     """The service's keys, whichever provider holds them. ``close`` releases the token.
 
-    ``sequencer`` is ``None`` for file keys: the audit log then uses its own file key.
+    ``sequencer`` authenticates every range the audit log appends (``audit.sequencer``):
+    a 0600 file beside the log key, or an HMAC key inside the token.
     """
 
     provider: str
     log_signer: NoteSigner
     kek: KeyEncryptionKey
     token_mac: MacKey
-    sequencer: MacKey | None = None
+    sequencer: SequencerKey
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def close(self) -> None:
@@ -84,10 +87,15 @@ def load_service_keys(settings: Settings, *, create: bool = True) -> ServiceKeys
 def _file_keys(settings: Settings, *, create: bool) -> ServiceKeys:
     assert settings.key_dir is not None and settings.kek_file is not None
     log_key = Path(settings.key_dir) / LOG_KEY_FILE
+    sequencer_key = Path(settings.key_dir) / SEQUENCER_KEY_FILE
     kek_file = Path(settings.kek_file)
     kek: KeyEncryptionKey
     if not create:
-        for setting, path in (("VEILMATCH_KEY_DIR", log_key), ("VEILMATCH_KEK_FILE", kek_file)):
+        for setting, path in (
+            ("VEILMATCH_KEY_DIR", log_key),
+            ("VEILMATCH_KEY_DIR", sequencer_key),
+            ("VEILMATCH_KEK_FILE", kek_file),
+        ):
             if not path.is_file():
                 raise ConfigurationError(
                     setting, f"{path} does not exist; use the service's keys (a tool creates none)"
@@ -102,7 +110,28 @@ def _file_keys(settings: Settings, *, create: bool) -> ServiceKeys:
         )
     # No configured secret: a random one per process, so tokens die with it (as before).
     token_mac = SecretMacKey(secret or secrets.token_bytes(MIN_SECRET_BYTES))
-    return ServiceKeys("file", signer, kek, token_mac)
+    sequencer = load_or_create_sequencer_key(sequencer_key)
+    return ServiceKeys("file", signer, kek, token_mac, sequencer)
+
+
+class TokenSequencerKey:
+    """The audit sequencer key held in the token, as :class:`audit.keys.SequencerKey`.
+
+    The token's HMAC key raises ``crypto.errors.TagMismatchError``; the audit log expects
+    :class:`audit.errors.SequencerKeyError`, so a mismatch is translated here.
+    """
+
+    def __init__(self, mac: MacKey) -> None:
+        self._mac = mac
+
+    def tag(self, data: bytes) -> bytes:
+        return self._mac.tag(data)
+
+    def verify(self, data: bytes, tag: bytes) -> None:
+        try:
+            self._mac.verify(data, tag)
+        except TagMismatchError:
+            raise SequencerKeyError("tag does not verify under the sequencer key") from None
 
 
 def open_token(settings: Settings) -> Pkcs11Token:
@@ -125,7 +154,7 @@ def _pkcs11_keys(settings: Settings, *, create: bool) -> ServiceKeys:
             signer,
             token.aes_kek(LABEL_KEK, create=create),
             token.hmac_key(LABEL_TOKEN_MAC, create=create),
-            token.hmac_key(LABEL_SEQUENCER, create=create),
+            TokenSequencerKey(token.hmac_key(LABEL_SEQUENCER, create=create)),
             token.close,
         )
     except KeyNotFoundError as exc:

@@ -77,7 +77,7 @@ def build_context(
     ctx = ServiceContext(
         settings=settings,
         engine=engine,
-        audit=AuditLogAdapter(engine, keys.log_signer),
+        audit=AuditLogAdapter(engine, keys.log_signer, sequencer=keys.sequencer),
         policy=PolicyEngineAdapter(policy_engine),
         kek=keys.kek,
         tokens=TokenIssuer(keys.token_mac),
@@ -88,6 +88,8 @@ def build_context(
     )
     ctx.pool.on_depth = ctx.metrics.queue_depth.set
     ctx.pool.on_restart = ctx.metrics.worker_restarts.inc
+    audit_log: Any = ctx.audit.log  # type: ignore[attr-defined]
+    audit_log.on_alarm = lambda _refusal: ctx.metrics.audit_alarms.inc()
     ctx.policy_load_event = load_event
     ctx.keys = keys
     return ctx

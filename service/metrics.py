@@ -66,6 +66,12 @@ class ServiceMetrics:
             ("code",),
             registry=self.registry,
         )
+        self.audit_alarms = Counter(
+            "veilmatch_audit_sequencer_alarms_total",
+            "Checkpoints refused because audit entries were not written by the sequencer "
+            "(rows inserted around it): investigate at once.",
+            registry=self.registry,
+        )
         self.gallery_size = Gauge(
             "veilmatch_gallery_entries",
             "Active watchlist templates in the encoded gallery.",

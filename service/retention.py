@@ -316,8 +316,10 @@ class AuditPayloadStore:
                     seqs,
                     actor="system",
                     reason=reason,
+                    retention_days=batch.retention_days,
                     policy_digest=batch.bundle_digest,
                     decision_id=decision_id,
+                    now=batch.swept_at,
                 )
         return len(seqs) if receipts else 0
 

@@ -45,6 +45,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from audit.keys import SEQUENCER_KEY_FILE, load_or_create_sequencer_key
 from core.db import make_engine
 from core.errors import VeilmatchError
 from core.migrate import upgrade
@@ -394,7 +395,9 @@ def seed_watchlist(
         upgrade(engine)
         kek = load_or_create_kek(Path(settings.kek_file))
         audit = AuditLogAdapter(
-            engine, load_or_create_log_signer(Path(settings.key_dir) / "audit-log.key")
+            engine,
+            load_or_create_log_signer(Path(settings.key_dir) / "audit-log.key"),
+            sequencer=load_or_create_sequencer_key(Path(settings.key_dir) / SEQUENCER_KEY_FILE),
         )
         ids: list[str] = []
         expires = now + validity

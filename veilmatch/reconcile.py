@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from audit.errors import AuditError
 from audit.export import export_log
-from audit.keys import LOG_KEY_FILE, load_signer, load_verifier
+from audit.keys import load_verifier
 from audit.log import AuditLog
 from audit.sources import DirectorySource
 from audit.verify import describe, verify_log
@@ -111,7 +111,7 @@ def reconcile(
     )
     engine = make_engine(settings)
     try:
-        log = AuditLog(engine, load_signer(key_dir / LOG_KEY_FILE))
+        log = AuditLog.from_settings(engine, settings)  # the service's log and sequencer keys
         view = _read_log(log)
         _compare_with_gates(out, view, acknowledged, decisions)
         _compare_with_tables(out, view, engine)

@@ -65,6 +65,7 @@ def disable_guards(engine: Engine) -> None:
             for table in (
                 "audit_entries",
                 "audit_nodes",
+                "audit_ranges",
                 "audit_payloads",
                 "audit_checkpoints",
                 "audit_cosignatures",

@@ -166,11 +166,18 @@ def test_retention_deletion_is_logged_and_keeps_hashes(audit_log):
     assert audit_log.entries(30, 31)[0].payload is not None
 
 
-@pytest.mark.parametrize("table", ["audit_entries", "audit_nodes", "audit_checkpoints"])
+@pytest.mark.parametrize(
+    "table", ["audit_entries", "audit_nodes", "audit_ranges", "audit_checkpoints"]
+)
 def test_database_refuses_update_and_delete(audit_log, engine, table):
     fill(audit_log, 10)
     audit_log.checkpoint(now=T0)
-    col = {"audit_entries": "seq", "audit_nodes": "idx", "audit_checkpoints": "tree_size"}[table]
+    col = {
+        "audit_entries": "seq",
+        "audit_nodes": "idx",
+        "audit_ranges": "end_size",
+        "audit_checkpoints": "tree_size",
+    }[table]
     for stmt in (f"UPDATE {table} SET {col} = {col} + 100", f"DELETE FROM {table}"):
         with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
             conn.execute(text(stmt))

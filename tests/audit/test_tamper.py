@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -226,7 +227,13 @@ def test_payload_changed_or_silently_deleted_is_named(built, engine, tmp_path):
 
 
 def test_retention_deletion_still_verifies(built, tmp_path):
-    built.delete_payloads(range(10, 40), actor="system", reason="retention:90d", now=T0)
+    built.delete_payloads(
+        range(10, 40),
+        actor="system",
+        reason="retention:90d",
+        retention_days=90,
+        now=T0 + timedelta(days=91),
+    )
     built.checkpoint(now=T0)
     report = _verify(built, tmp_path, "retention")
     assert report.payloads_deleted == 30

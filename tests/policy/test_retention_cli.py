@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from audit.events import AuditEvent, EventType
 from audit.export import export_log
+from audit.keys import SEQUENCER_KEY_FILE, load_or_create_sequencer_key
 from audit.log import AuditLog
 from audit.sources import DirectorySource
 from audit.verify import verify_log
@@ -51,7 +52,11 @@ def log(
     _set_env(monkeypatch, db_settings, tmp_path)
     keys = tmp_path / "keys"
     load_or_create_kek(keys / "kek.bin")
-    audit_log = AuditLog(engine, load_or_create_log_signer(keys / "audit-log.key"))
+    audit_log = AuditLog(
+        engine,
+        load_or_create_log_signer(keys / "audit-log.key"),
+        sequencer=load_or_create_sequencer_key(keys / SEQUENCER_KEY_FILE),
+    )
     now = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         for record_id, hours in {**EXPIRED_H, FRESH: 1}.items():

@@ -5,8 +5,9 @@ Revises: 0001_baseline
 
 Triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the entry, node,
 checkpoint and cosignature tables, and UPDATE on payloads (which may only be deleted,
-for retention). Both backends get them; only a role able to drop triggers can tamper,
-and the verifier then names what changed.
+for retention). Both backends get them. They stop rewriting, not adding: appending
+needs only INSERTs and an UPDATE of audit_head, so ``0006_audit_sequencer`` adds the
+sequencer's authenticated ranges that the checkpointer checks before signing.
 """
 
 import sqlalchemy as sa
