@@ -3,6 +3,7 @@ the per-prime constants, shared by the fused (``protocol``) and prepared paths."
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 
@@ -61,6 +62,7 @@ def query_layout(params: ParameterSet, rotations: I64, order: I64) -> QueryLayou
     return QueryLayout.of(rotations, order, params.slots)
 
 
+@functools.lru_cache(maxsize=8)
 def primes(be: Backend) -> Primes:
-    """The data primes and their reduction constants (cached per prime tuple)."""
+    """The data primes and their reduction constants (cached per backend)."""
     return Primes.of(be.q)

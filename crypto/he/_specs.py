@@ -130,11 +130,11 @@ class QueryLayout:
         count = self.rotations.shape[0] if isinstance(self.rotations, np.ndarray) else -1
         for name in ("rotations", "position", "visit"):
             check_array(name, getattr(self, name), np.int64, (count,))
-        expected = np.arange(count)
-        for name in ("position", "visit"):
-            if not np.array_equal(np.sort(getattr(self, name)), expected):
-                raise KernelSpecError(f"{name} is not a permutation of the blocks")
-        if count and np.any(np.diff(self.rotations[self.visit]) < 0):
+        # C is small (≈ 49 at 100k rows): one stacked sort checks both permutations.
+        both = np.sort(np.stack((self.position, self.visit)), axis=1)
+        if not (both == np.arange(count)).all():
+            raise KernelSpecError("position or visit is not a permutation of the blocks")
+        if count and (np.diff(self.rotations[self.visit]) < 0).any():
             raise KernelSpecError("visit does not walk the blocks in order of rotation")
 
     @property

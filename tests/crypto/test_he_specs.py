@@ -20,7 +20,7 @@ def test_query_layout_tells_position_from_visit() -> None:
     # The two int64 permutations swapped: a positional call would run on garbage.
     with pytest.raises(KernelSpecError, match="order of rotation"):
         QueryLayout(rotations=rotations, position=layout.visit, visit=layout.position)
-    with pytest.raises(KernelSpecError, match="permutation"):
+    with pytest.raises(KernelSpecError, match="not a permutation"):
         QueryLayout(rotations=rotations, position=np.zeros(49, np.int64), visit=layout.visit)
     with pytest.raises(KernelSpecError, match="outside"):
         QueryLayout.of(rotations + 2048, order, 2048)
