@@ -93,7 +93,8 @@ class ScoringBackend(Protocol):
 
     #: Called with the number of queries in flight each time it changes (a gauge).
     on_depth: Callable[[int], None]
-    #: Called each time a dead worker's replacement is ready (a counter).
+    #: Called each time a dead worker's replacement is ready, before it takes work (a
+    #: counter; it must not call back into the backend).
     on_restart: Callable[[], None]
 
     @property

@@ -75,7 +75,8 @@ class InProcessBackend:
         self.key_cache_size = key_cache_size
         self.prepared_cache_size = prepared_cache_size if prepare else 0
         self.admission = Admission(queue_limit)
-        #: Called (in a restart thread) each time a dead worker's replacement is ready.
+        #: Called (in a restart thread, under the lock: it must not call back into the
+        #: backend) each time a dead worker's replacement is ready, before it takes work.
         self.on_restart: Callable[[], None] = lambda: None
         self._current: GalleryHandle | None = None
         self._lock = threading.Lock()

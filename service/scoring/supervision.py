@@ -14,8 +14,9 @@ new process fails to start, or when a restarted worker dies again within
 
 Invariants: at most one replacement per slot at a time (only the first report of one
 executor on the current handle starts one); a slot is unavailable exactly while its
-replacement is pending; a replacement that is not installed is shut down, never left
-running; handle state changes only under the backend's lock, which is never held while
+replacement is pending; a restart is logged and counted before its slot takes work
+again; a replacement that is not installed is shut down, never left running; handle
+state changes only under the backend's lock, which is never held while
 waiting for a process.
 """
 
@@ -64,8 +65,8 @@ class Supervisor:
 
     ``lock`` is the backend's lock over handle state; ``start`` starts one worker
     executor from a handle's ``initargs``; ``is_current`` tells whether a handle still
-    takes queries; ``on_restart`` is called (in the restart thread) once per
-    replacement put in service.
+    takes queries; ``on_restart`` is called (in the restart thread, under ``lock``:
+    it must not call into the backend) once per replacement, before it takes work.
     """
 
     def __init__(
@@ -157,8 +158,6 @@ class Supervisor:
                 attempt += 1
                 executor, up, error = self._start_warm(handle.initargs)
                 if up and executor is not None and self._install(handle, index, executor):
-                    log.info("scoring worker restarted", extra={"worker": index})
-                    self._on_restart()
                     return
                 if executor is not None:  # failed, or a rebuild won meanwhile
                     executor.shutdown(wait=False, cancel_futures=True)
@@ -190,12 +189,17 @@ class Supervisor:
             return executor, False, type(exc).__name__
 
     def _install(self, handle: GalleryHandle, index: int, executor: Executor) -> bool:
-        """Put a ready ``executor`` in slot ``index`` if ``handle`` is still current."""
+        """Put a ready ``executor`` in slot ``index`` if ``handle`` is still current.
+
+        The restart is logged and counted (``on_restart``) before the slot takes work
+        again, so whoever sees it available also sees the restart counted."""
         with self._lock:
             if not self._is_current(handle):
                 return False
             worker = handle.workers[index]
             worker.executor = executor
-            worker.available = True
             worker.restarted_at = time.monotonic()
+            log.info("scoring worker restarted", extra={"worker": index})
+            self._on_restart()
+            worker.available = True
             return True

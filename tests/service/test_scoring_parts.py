@@ -9,20 +9,23 @@ stated invariants, which a second engine (``docs/scaling.md``) reuses.
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
 
 from core.errors import ConfigurationError
 from core.settings import load_settings
+from service import he_worker
 from service.errors import OverloadedError, QueryExpiredError, UnavailableError
 from service.scoring.admission import Admission
 from service.scoring.factory import build_backend
 from service.scoring.inprocess import InProcessBackend
 from service.scoring.pending import MemoryPendingStore, PendingQuery
 from service.scoring.routing import WAIT_FOR_PREPARED, AffinityRouter, least_loaded
-from service.scoring.supervision import RESTART_STABLE_S, next_restart_delay
-from service.scoring.workers import Worker
+from service.scoring.supervision import RESTART_STABLE_S, Supervisor, next_restart_delay
+from service.scoring.workers import GalleryHandle, Worker
 
 # --- admission ---------------------------------------------------------------------------
 
@@ -113,6 +116,26 @@ def test_restart_delay_is_immediate_unless_the_worker_died_soon_after_a_restart(
     worker.restart_delay = 40.0
     assert next_restart_delay(worker, 110.0, backoff) == 60.0  # capped
     assert next_restart_delay(worker, 100.0 + RESTART_STABLE_S, backoff) == 0.0  # healthy
+
+
+def test_a_restart_is_counted_before_its_worker_takes_work_again(monkeypatch):
+    # Whoever sees the slot available (a test, /metrics after a readiness wait) must
+    # also see the restart counted.
+    monkeypatch.setattr(he_worker, "ready", lambda: "v1")
+    dead, fresh = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+    handle = GalleryHandle("v1", ("entry",), [dead])
+    seen: list[bool] = []
+    supervisor = Supervisor(
+        threading.Lock(),
+        start=lambda _initargs: fresh,
+        is_current=lambda current: current is handle,
+        on_restart=lambda: seen.append(handle.workers[0].available),
+    )
+    supervisor.worker_failed(handle, 0, dead)
+    supervisor.worker_failed(handle, 0, dead)  # a second report starts nothing
+    supervisor.join()
+    assert seen == [False] and handle.available == [True] and handle.executors == (fresh,)
+    fresh.shutdown()
 
 
 # --- the pending store ---------------------------------------------------------------------
