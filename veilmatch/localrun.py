@@ -367,17 +367,43 @@ def _settings_kwargs(env: dict[str, str]) -> dict[str, Any]:
 # --- watchlist seeding ----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SeedLabels:
+    """Who enrols and approves bulk-seeded entries, and what the entries say."""
+
+    subject_prefix: str = "synthetic"
+    officer: str = "seed-officer"
+    supervisor: str = "seed-supervisor"
+    legal_basis: str = "hk-cap60"
+    category: str = "parallel_trading"
+    validity: dt.timedelta = dt.timedelta(days=90)
+
+
+SEED_LABELS = SeedLabels()
+
+
+def _seed_events(entry_id: str, labels: SeedLabels) -> list[ServiceEvent]:
+    """The ``watchlist.enrol`` and ``watchlist.approve`` events the staff API would write."""
+    subjects = (f"watchlist:{entry_id}",)
+    enrol = {
+        "source": "bulk-seed",
+        "legal_basis": labels.legal_basis,
+        "category": labels.category,
+        "status": "pending",
+    }
+    approve = {"legal_basis": labels.legal_basis}
+    return [
+        ServiceEvent("watchlist.enrol", f"officer:{labels.officer}", subjects, enrol),
+        ServiceEvent("watchlist.approve", f"supervisor:{labels.supervisor}", subjects, approve),
+    ]
+
+
 def seed_watchlist(
     settings: Settings,
     templates: npt.NDArray[np.float32],
     *,
     now: dt.datetime,
-    subject_prefix: str = "synthetic",
-    officer: str = "seed-officer",
-    supervisor: str = "seed-supervisor",
-    legal_basis: str = "hk-cap60",
-    category: str = "parallel_trading",
-    validity: dt.timedelta = dt.timedelta(days=90),
+    labels: SeedLabels = SEED_LABELS,
     batch: int = 2000,
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
@@ -400,47 +426,26 @@ def seed_watchlist(
             sequencer=load_or_create_sequencer_key(Path(settings.key_dir) / SEQUENCER_KEY_FILE),
         )
         ids: list[str] = []
-        expires = now + validity
+        expires = now + labels.validity
         for start in range(0, len(templates), batch):
             with engine.begin() as conn:
-                events = []
+                events: list[ServiceEvent] = []
                 for row in range(start, min(start + batch, len(templates))):
                     template = watchlist.normalise_template(templates[row].tolist())
                     entry_id = watchlist.enrol_template(
                         conn,
                         kek,
                         template,
-                        f"{subject_prefix}-{row:07d}",
-                        legal_basis,
-                        category,
+                        f"{labels.subject_prefix}-{row:07d}",
+                        labels.legal_basis,
+                        labels.category,
                         expires,
-                        officer=officer,
+                        officer=labels.officer,
                         now=now,
                     )
-                    watchlist.approve_entry(conn, entry_id, supervisor, now)
+                    watchlist.approve_entry(conn, entry_id, labels.supervisor, now)
                     ids.append(entry_id)
-                    subjects = (f"watchlist:{entry_id}",)
-                    events.append(
-                        ServiceEvent(
-                            "watchlist.enrol",
-                            f"officer:{officer}",
-                            subjects,
-                            {
-                                "source": "bulk-seed",
-                                "legal_basis": legal_basis,
-                                "category": category,
-                                "status": "pending",
-                            },
-                        )
-                    )
-                    events.append(
-                        ServiceEvent(
-                            "watchlist.approve",
-                            f"supervisor:{supervisor}",
-                            subjects,
-                            {"legal_basis": legal_basis},
-                        )
-                    )
+                    events += _seed_events(entry_id, labels)
                 audit.append_in(conn, events)
             if progress is not None:
                 progress(len(ids))
