@@ -1,7 +1,8 @@
 """Per traveller on the gate, frame to verdict excluding the network: median vs 60 ms.
 
 What the agent (``gate.agent``) does on the gate for one traveller, timed per stage on
-real frames (``bench.gate_pipeline``'s 640×480 JPEGs of the shipped photos):
+real frames (``bench.gate_pipeline``'s 640×480 JPEGs of the shipped photos, those
+the quality gate accepts):
 
 ``mrz`` (parse and check digits, keyed pseudonym), ``embed`` (decode, detect, align,
 quality, embed: ``FacePipeline.embed_one``), ``encrypt`` (the probe under the gate's
@@ -48,6 +49,7 @@ from crypto.he import (
 )
 from gate.client import pseudonymise
 from gate.document import parse_mrz
+from gate.errors import QualityError
 from gate.pipeline import FacePipeline
 from veilmatch.demo_gates import td3_mrz
 
@@ -89,6 +91,15 @@ def _traveller(stages: dict[str, Callable[[Any], Any]], frame: bytes) -> list[in
     return list(stages["reveal"](probe))
 
 
+def _accepted(pipeline: FacePipeline, frame: bytes) -> bool:
+    """Whether the frame passes the quality gate (a refused traveller is never encrypted)."""
+    try:
+        pipeline.embed_one(frame)
+    except QualityError:
+        return False
+    return True
+
+
 def _stats(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -101,7 +112,7 @@ def measure(n: int, repeat: int, parameter_set: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = FacePipeline(Path(tmp))
         pipeline.warmup()
-        frames = _frames(pipeline)
+        frames = [f for f in _frames(pipeline) if _accepted(pipeline, f)]
         keys = GateKeyBundle.generate(get_parameter_set(parameter_set))
         t0 = time.perf_counter()
         result = _masked_result(keys, pipeline.embed_one(frames[0]), n, seed=n)
