@@ -59,7 +59,7 @@ from gate.samples import face_crops
 from service.lifecycle import build_context
 from service.retention import run_sweep
 from service.tables import crossings
-from veilmatch.demo_gates import AgentProcess, td3_mrz
+from veilmatch.demo_gates import AgentProcess, run_together, td3_mrz
 from veilmatch.localrun import LocalStack, StackError, free_port
 
 __all__ = ["DEMO_DIR", "free_port", "main"]
@@ -208,18 +208,11 @@ def _gates(story: Story, stack: LocalStack) -> dict[str, AgentProcess]:
         with os.fdopen(fd, "wb") as handle:
             handle.write(secrets.token_bytes(32))
         gates = {g: AgentProcess(stack, g, site, root, MODEL_DIR) for g, site in GATES}
-        inits = [
-            subprocess.Popen(  # noqa: S603 - our own CLI, both gates at once
-                a.init_command(key), env=a.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-            for a in gates.values()
-        ]
-        for agent, init in zip(gates.values(), inits, strict=True):
-            _, err = init.communicate(timeout=300)
-            if init.returncode != 0:
-                raise StackError(f"veilmatch gate init failed: {err.decode()[-500:]}")
+        agents = list(gates.values())
+        run_together(agents, [a.init_command(key) for a in agents])
+        for agent in agents:
             agent.sign_csr()
-            agent.register()
+        run_together(agents, [a.register_command() for a in agents])
         out.append(
             "veilmatch gate init: signing, CKKS and TLS keys (0600) and a CSR per gate; "
             "the development CA signed each CSR (veilmatch dev sign-csr)"
@@ -335,6 +328,12 @@ def _offline_period(
             (verdict["verdict"], verdict["queued"]) == ("proceed", True),
             "the offline traveller was not queued",
         )
+        status = agent.status()
+        out.append(
+            f"veilmatch gate status: offline queue {status['offline_queue']['items']} "
+            f"item(s), service reachable: {status['service']['reachable']}"
+        )
+        story.expect(out, status["offline_queue"]["items"] == 1, "the queue does not hold it")
         seconds = stack.start()
         for username, password in passwords.items():
             stack.login(username, password)

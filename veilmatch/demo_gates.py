@@ -30,7 +30,7 @@ from crypto.devcerts import load_ca, sign_gate_csr
 from gate.document import check_digit
 from veilmatch.localrun import LocalStack, StackError
 
-__all__ = ["AgentProcess", "td3_mrz"]
+__all__ = ["AgentProcess", "run_together", "td3_mrz"]
 
 AGENT_STOP_TIMEOUT_S = 60.0
 #: Short enough that the offline backlog drains within seconds of the service's return.
@@ -45,6 +45,24 @@ def td3_mrz(number: str, surname: str = "TRAVELLER", expiry: str = "300101") -> 
     line2 += "<" * 15
     line2 += check_digit(line2[0:10] + line2[13:20] + line2[21:43])
     return f"P<HKG{surname}<<DEMO".ljust(44, "<") + "\n" + line2 + "\n"
+
+
+def run_together(agents: list[AgentProcess], commands: list[list[str]]) -> None:
+    """Run one CLI command per gate, all at once (each is mostly Python start-up and
+    key generation); ``StackError`` with the first failure's stderr tail."""
+    running = [
+        subprocess.Popen(  # noqa: S603 - our own CLI
+            command, env=agent.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for agent, command in zip(agents, commands, strict=True)
+    ]
+    failed = []
+    for agent, process in zip(agents, running, strict=True):
+        _, err = process.communicate(timeout=600)
+        if process.returncode != 0:
+            failed.append(f"gate {agent.gate_id}: {err.decode(errors='replace')[-500:]}")
+    if failed:
+        raise StackError("; ".join(failed))
 
 
 def _gate_env(model_dir: Path, data_dir: Path) -> dict[str, str]:
@@ -105,9 +123,9 @@ class AgentProcess:
         pem = sign_gate_csr(csr, ca_cert, ca_key, gate_id=self.gate_id)
         (self.state / "tls.crt").write_bytes(pem)
 
-    def register(self) -> None:
+    def register_command(self) -> list[str]:
         """``veilmatch gate register`` (pending until the admin approves)."""
-        self._cli("register", "--clock-offset-s", repr(self.stack.clock_offset_s))
+        return self._command("register", "--clock-offset-s", repr(self.stack.clock_offset_s))
 
     def status(self) -> dict[str, Any]:
         """``veilmatch gate status --json``."""
