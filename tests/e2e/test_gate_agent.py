@@ -105,7 +105,8 @@ def test_agent_against_a_real_service(backend: str, tmp_path: Path):
     models = tmp_path / "models"
     pipeline = FacePipeline(models)
     listed = pipeline.embed_one(photos["grace_hopper"].read_bytes())
-    stack = LocalStack.create(tmp_path / "stack", match_workers=1, **_database(backend))
+    database = _database(backend)
+    stack = LocalStack.create(tmp_path / "stack", match_workers=1, **database)
     seed_watchlist(stack.settings, np.asarray([listed]), now=stack.now())
     stack.start()
     try:
@@ -185,3 +186,8 @@ def test_agent_against_a_real_service(backend: str, tmp_path: Path):
         assert _count(stack, "svc_alerts") == 3
     finally:
         stack.stop()
+        if "database_schema" in database:
+            engine, schema = sa.create_engine(POSTGRES_URL), database["database_schema"]
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            engine.dispose()
