@@ -13,6 +13,7 @@ import sys
 BENCHMARKS: list[tuple[str, list[str]]] = [
     ("policy", ["--seconds", "2", "--http-seconds", "2"]),
     ("gate_pipeline", ["--iterations", "200"]),
+    ("gate_agent", ["--n", "100000", "--repeat", "30"]),
     ("audit_log", ["--backend", "sqlite", "--entries", "20000", "--verify-entries", "50000"]),
     ("he_match", ["--n", "10000", "100000", "--d", "128", "--repeat", "5"]),
     ("load", ["--watchlist", "1000", "10000", "100000", "--concurrency", "4", "--duration", "20"]),

@@ -19,7 +19,12 @@ Per traveller (:meth:`Agent.decide`), each step either passes or ends in a typed
    heartbeat or match, and each late outcome is logged (``late-outcome``).
 
 Between travellers the agent sends a heartbeat every ``heartbeat_s`` and rewrites
-``status.json``. :meth:`Agent.run` stops when ``stop`` is set (SIGTERM) after the
+``status.json``. The heartbeat's answer carries the key's expiry: once less than
+``rotate_before_s`` remains (:func:`rotation_due`) and the offline queue is empty (its
+probes are sealed under the current HE key), the agent makes a new signing key and new
+HE keys, has the service accept them (``GateClient.rotate``, signed by the old key)
+and then replaces them on disk (``GateState.save_keys``); a failed rotation is logged
+and retried at the next heartbeat. :meth:`Agent.run` stops when ``stop`` is set (SIGTERM) after the
 current traveller. The log (JSON lines on stderr) carries names, codes, ids and
 counts, never images, templates or document numbers.
 """
@@ -38,7 +43,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gate.client import GateClient, MatchOutcome, ServiceRefusedError, ServiceUnreachableError
+from crypto.signing import SigningKey
+from gate.client import (
+    GateClient,
+    MatchOutcome,
+    SealGateCrypto,
+    ServiceRefusedError,
+    ServiceUnreachableError,
+)
 from gate.document import parse_mrz
 from gate.errors import InvalidDocumentError, QualityError, QueueFullError
 from gate.offline_queue import OfflineQueue
@@ -48,7 +60,7 @@ from gate.status import write_agent_status
 from gate.travellers import FrameDirectory, Traveller, read_limited
 from gate.verdicts import Verdict
 
-__all__ = ["Agent", "AgentOptions"]
+__all__ = ["Agent", "AgentOptions", "rotation_due"]
 
 Sink = Callable[[Verdict], None]
 
@@ -62,6 +74,22 @@ class AgentOptions:
     offline_policy: Literal["proceed", "secondary"] = "proceed"
     heartbeat_s: float = 60.0
     poll_s: float = 0.5
+    rotate_before_s: float = 7 * 86400.0
+
+
+def rotation_due(expires_at: str | None, now: float, before_s: float) -> bool:
+    """Whether a key expiring at ``expires_at`` (ISO 8601, from the heartbeat) must be
+    rotated at ``now`` (POSIX seconds): less than ``before_s`` seconds remain. An
+    absent or unreadable expiry is never due (the service decides validity anyway)."""
+    if not expires_at:
+        return False
+    try:
+        expiry = dt.datetime.fromisoformat(expires_at)
+    except ValueError:
+        return False
+    if expiry.tzinfo is None:
+        expiry = expiry.replace(tzinfo=dt.UTC)
+    return expiry.timestamp() - now < before_s
 
 
 def _log(event: str, **fields: Any) -> None:
@@ -165,13 +193,34 @@ class Agent:
             return
         self._next_heartbeat = now + self.options.heartbeat_s
         try:
-            self.client.heartbeat()
+            answer = self.client.heartbeat()
         except (ServiceUnreachableError, ServiceRefusedError) as exc:
             _log("heartbeat-failed", error=getattr(exc, "code", type(exc).__name__))
             return
         self.last_heartbeat = dt.datetime.fromtimestamp(self.clock(), dt.UTC).isoformat()
         self._drain()
+        expires = answer.get("key_expires_at")
+        if rotation_due(expires, self.clock(), self.options.rotate_before_s):
+            self.rotate_keys()
         self._write_status()
+
+    def rotate_keys(self) -> bool:
+        """Replace both keys (module docstring); True if rotated. Never raises."""
+        if self.queue.stats().items:
+            _log("rotation-deferred", reason="offline queue not empty")
+            return False
+        signing = SigningKey.generate()
+        he = SealGateCrypto.generate(self.state.config.parameter_set)
+        try:
+            answer = self.client.rotate(signing, he)
+        except (ServiceUnreachableError, ServiceRefusedError) as exc:
+            _log("rotation-failed", error=getattr(exc, "code", type(exc).__name__))
+            return False
+        # The service now knows only the new keys: persist them before anything else.
+        self.state.save_keys(signing, he)
+        self.counters["key_rotations"] += 1
+        _log("keys-rotated", key_id=answer.get("key_id"))
+        return True
 
     def _write_status(self) -> None:
         write_agent_status(

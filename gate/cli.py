@@ -238,6 +238,9 @@ def run(
         float, typer.Option(help="Agent: live face vs chip portrait, minimum cosine.")
     ] = 0.36,
     heartbeat_s: Annotated[float, typer.Option(help="Agent: seconds between heartbeats.")] = 60.0,
+    rotate_before_s: Annotated[
+        float, typer.Option(help="Agent: rotate the keys when less than this many seconds remain.")
+    ] = 7 * 86400.0,
     clock_offset_s: ClockOffset = 0.0,
 ) -> None:
     """The gate agent (--dir DIR --frames DIR), or a local preview (--source DIR |
@@ -256,6 +259,7 @@ def run(
                 "offline_policy": offline_policy,
                 "holder_threshold": holder_threshold,
                 "heartbeat_s": heartbeat_s,
+                "rotate_before_s": rotate_before_s,
             },
             clock_offset_s=clock_offset_s,
         )

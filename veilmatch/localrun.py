@@ -264,7 +264,11 @@ class LocalStack:
             self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        self.wait_ready(timeout_s)
+        try:
+            self.wait_ready(timeout_s)
+        except StackError:
+            self.kill()  # never leave a half-started service (and its workers) behind
+            raise
         self.tokens.clear()
         return time.perf_counter() - started
 

@@ -62,9 +62,10 @@ class Gate:
             command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def run(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def run(self, *options: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """One agent run over the waiting travellers: (verdicts by traveller, log events)."""
-        done = self.cli("run", "--frames", str(self.frames), "--once", "--heartbeat-s", "1")
+        args = ("--frames", str(self.frames), "--once", "--heartbeat-s", "1", *options)
+        done = self.cli("run", *args)
         assert done.returncode == 0, done.stderr[-2000:]
         verdicts = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
         events = [json.loads(x) for x in done.stderr.splitlines() if x.startswith('{"event"')]
@@ -104,7 +105,8 @@ def test_agent_against_a_real_service(backend: str, tmp_path: Path):
     models = tmp_path / "models"
     pipeline = FacePipeline(models)
     listed = pipeline.embed_one(photos["grace_hopper"].read_bytes())
-    stack = LocalStack.create(tmp_path / "stack", match_workers=1, **_database(backend))
+    database = _database(backend)
+    stack = LocalStack.create(tmp_path / "stack", match_workers=1, **database)
     seed_watchlist(stack.settings, np.asarray([listed]), now=stack.now())
     stack.start()
     try:
@@ -166,5 +168,26 @@ def test_agent_against_a_real_service(backend: str, tmp_path: Path):
         assert status["offline_queue"]["items"] == 0
         assert status["service"]["registration"] == "approved"
         assert status["agent"]["last_heartbeat"]
+
+        # Rotation: with less than the margin left on the key (here a margin longer than
+        # the key's whole lifetime, so every heartbeat rotates), the agent's first
+        # heartbeat replaces both keys; the service then accepts only the new ones.
+        old_key, old_he = status["service"]["key_id"], status["he_key"]["created_at"]
+        gate.traveller("006", photos["grace_hopper"], td3("E1000007"))
+        verdicts, events = gate.run("--rotate-before-s", str(400 * 86400))
+        rotations = [e["event"] for e in events if "rotat" in e["event"]]
+        assert rotations and set(rotations) == {"keys-rotated"}
+        rotated = json.loads(gate.cli("status", "--json").stdout)
+        assert rotated["service"]["registration"] == "approved"  # signed with the new key
+        assert rotated["service"]["key_id"] not in (None, old_key)
+        assert rotated["he_key"]["created_at"] != old_he
+        # the traveller after the rotation was encrypted under the new HE key and matched
+        assert (verdicts["006"]["verdict"], verdicts["006"]["reason"]) == ("secondary", "watchlist")
+        assert _count(stack, "svc_alerts") == 3
     finally:
         stack.stop()
+        if "database_schema" in database:
+            engine, schema = sa.create_engine(POSTGRES_URL), database["database_schema"]
+            with engine.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            engine.dispose()
