@@ -314,6 +314,38 @@ def _pair_row(pairs, probe, row, width):  # type: ignore[no-untyped-def]  # prag
         pr[s + t] = pr[t]
 
 
+@njit(cache=True, nogil=True)
+def _ntt_sources(to_ntt):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """NTT index → position in a flat ``slots[i, p]`` row of ``score_and_mask``, for
+    c0 (row 0) and c1 (row 1); unsigned, so indexing needs no wraparound check."""
+    n = to_ntt.shape[0]
+    s = n // 2
+    src = np.empty((2, n), dtype=np.uint64)
+    for t in range(s):
+        src[0, to_ntt[t]] = t
+        src[0, to_ntt[s + t]] = t
+        src[1, to_ntt[t]] = s + t
+        src[1, to_ntt[s + t]] = 2 * s + t
+    return src
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _to_ntt_order(slots, src, out):  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
+    """Slot order → SEAL's NTT order, one task and one contiguous output row per (result
+    ciphertext, prime): scattering while scoring turned every store into a cache miss."""
+    n_ct, k = slots.shape[0], slots.shape[1]
+    n = out.shape[3]
+    for task in prange(n_ct * k):
+        i = task // k
+        p = task % k
+        res = slots[i, p].reshape(-1)
+        o0 = out[i, 0, p]
+        o1 = out[i, 1, p]
+        for u in range(n):
+            o0[u] = res[src[0, u]]
+            o1[u] = res[src[1, u]]
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     gallery, probe, pad, tau, masks, pk, rotations, position, visit, q, r32, mu, to_ntt, out
@@ -354,13 +386,8 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     its row into SEAL's NTT order (contiguous stores to ``out``; scattering from (2)
     directly turned every store into a cache miss).
 
-    gallery: uint32 (k, S/_BLOCK, C, 2, D, _BLOCK), entry [p, b, c, h, j, x] at slot
-    position h·S + b·_BLOCK + x; probe: uint32 (D, 2, k, N) slot order; pad: uint32
-    (C, k, N) slot order; tau: uint64 (k,) = τ·Δ mod q; masks: uint32 (C, 3, k, N) slot
-    order for result positions, row 0 = [A (S) | F + σ_conj(F) (S)], row 1 = u, row 2 =
-    e2; pk: uint32 (2, k, N) slot order; rotations (per block), position (result
-    position of each block), visit (a permutation of the blocks): int64 (C,); q, r32, mu: uint64
-    (k,); to_ntt: int64 (N,) slot position → NTT index; out: uint32 (C, 2, k, N).
+    Array shapes and dtypes are stated and checked by ``_specs.FusedScore``, the only
+    caller; gallery entry [p, b, c, h, j, x] sits at slot position h·S + b·_BLOCK + x.
     """
     k, blocks, n_ct, _, d, width = gallery.shape
     n = probe.shape[3]
@@ -371,13 +398,7 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
     for row in prange(k * 2 * d):
         _pair_row(pairs, probe, row, width)
     slots = np.empty((n_ct, k, 3, s), dtype=np.uint32)  # c0 (both halves), c1 half 0, half 1
-    # NTT index → position in a flat slots[i, p] (unsigned: indexing needs no wraparound)
-    src = np.empty((2, n), dtype=np.uint64)
-    for t in range(s):
-        src[0, to_ntt[t]] = t
-        src[0, to_ntt[s + t]] = t
-        src[1, to_ntt[t]] = s + t
-        src[1, to_ntt[s + t]] = 2 * s + t
+    src = _ntt_sources(to_ntt)
     for task in prange(k * blocks):
         p = task // blocks
         blk = task % blocks
@@ -404,16 +425,7 @@ def score_and_mask(  # type: ignore[no-untyped-def]  # pragma: no cover - jitted
                 _finish(
                     acc, res, l1, 0, pad, c, p, g0, width - l1, tq, masks, i, -l1, pk, qq, rr, mm
                 )
-    # slot order → SEAL's NTT order, one contiguous output row at a time
-    for task in prange(n_ct * k):
-        i = task // k
-        p = task % k
-        res = slots[i, p].reshape(-1)
-        o0 = out[i, 0, p]
-        o1 = out[i, 1, p]
-        for u in range(n):
-            o0[u] = res[src[0, u]]
-            o1[u] = res[src[1, u]]
+    _to_ntt_order(slots, src, out)
 
 
 # ---- probe expansion ------------------------------------------------------------------
