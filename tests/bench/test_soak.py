@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from typing import Any
 
 from bench.soak import drift, sample_group
 
@@ -42,7 +43,7 @@ def test_sample_group_sees_the_group_and_its_open_database(tmp_path):
         child.wait()
 
 
-def _sample(t: float, rss: float, fds: int = 40, conns: int = 2) -> dict:
+def _sample(t: float, rss: float, fds: int = 40, conns: int = 2) -> dict[str, Any]:
     return {
         "t_s": t,
         "rss_mb": {"total": rss},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ def test_two_replicas_count_together_and_audit_each_count_once(engine, db_settin
     try:
         for i in range(60):
             count([engine, replica][i % 2])
-        taken: list = []
+        taken: list[Any] = []
         lock = threading.Lock()
         start = threading.Barrier(4)
 

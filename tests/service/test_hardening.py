@@ -12,6 +12,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def _login(client: httpx.Client, username: str, password: str) -> httpx.Response
     return client.post("/api/v1/auth/token", json={"username": username, "password": password})
 
 
-def _lockouts(service) -> list:
+def _lockouts(service) -> list[Any]:
     return [
         e
         for e in service.audit_entries(types=["access.denied"])

@@ -8,6 +8,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,7 +36,9 @@ def keys(username: str = "officer1", address: str = "192.0.2.7", account: int = 
     return throttle.keys_for(username, address, account_limit=account, address_limit=addr)
 
 
-def attempt(engine: Engine, ks, now: dt.datetime, correct: bool) -> tuple[str, list]:
+def attempt(
+    engine: Engine, ks: Any, now: dt.datetime, correct: bool
+) -> tuple[str, list[throttle.NewLock]]:
     """One sign-in as ``service.signin.sign_in`` runs it; ('ok'|'failed'|'locked', locks)."""
     with write(engine) as conn:
         admitted, locks = throttle.reserve(conn, ks, now, WINDOW)
@@ -133,7 +136,7 @@ def test_replicas_share_the_counters(engine, replica):
 
 def test_parallel_guesses_on_two_replicas_check_at_most_the_limit(engine, replica):
     ks = keys(account=5, addr=1000)
-    results: list[tuple[bool, list]] = []
+    results: list[tuple[bool, list[throttle.NewLock]]] = []
     lock = threading.Lock()
     start = threading.Barrier(16)
 
