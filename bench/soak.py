@@ -14,8 +14,9 @@ audit log), a synthetic watchlist, ``--gates`` registered gates and, for
 - every ``--interval`` seconds a sample of the service's process group from ``/proc``:
   resident memory (RSS, MB) of the service process and of its workers, open file
   descriptors, database connections (PostgreSQL: backends with the run's
-  ``application_name``; SQLite: descriptors open on the database and its WAL), and the
-  latency percentiles of the searches that finished in that interval.
+  ``application_name``; SQLite: descriptors open on the database file, one per pooled
+  connection), and the latency percentiles of the searches that finished in that
+  interval.
 
 Then the service stops gracefully, the run is reconciled (every acknowledged search is
 in the verified audit log) and one JSON object is printed with the samples and a
@@ -334,8 +335,8 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         )
         seed_watchlist(stack.settings, population.watchlist, now=stack.now())
         db_file = str(Path(stack.settings.data_dir or ".").resolve() / "veilmatch.db")
-        db = {
-            "files": [db_file, db_file + "-wal"],
+        db = {  # each SQLite connection holds one descriptor on the database file
+            "files": [db_file],
             "app_name": app_name,
             "admin_url": args.postgres_url if app_name else None,
         }
