@@ -256,8 +256,7 @@ def run_once(args: argparse.Namespace, watchlist: int, concurrency: int) -> dict
             stop.set()
             for thread in threads:
                 thread.join()
-            with stack.staff() as staff:
-                scraped = scrape_metrics(staff.get("/metrics").text)
+            scraped = scrape_metrics(stack.scrape_metrics())
             for client in clients.values():
                 client.close()
         finally:

@@ -180,6 +180,47 @@ class Settings(BaseSettings):
     gate_key_ttl_days: int = Field(
         30, ge=1, le=3650, description="Validity of a gate's signing and HE keys before rotation."
     )
+    login_account_failures: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed sign-ins for one username before it is locked for login_lockout_s.",
+    )
+    login_address_failures: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Failed sign-ins from one client address before it is locked.",
+    )
+    login_lockout_s: int = Field(
+        900,
+        ge=1,
+        le=86_400,
+        description="Seconds a lock-out lasts; failures older than this are forgotten.",
+    )
+    denial_window_s: int = Field(
+        300,
+        ge=1,
+        le=86_400,
+        description=(
+            "Unauthenticated refusals are counted per client address and window of this "
+            "many seconds and audited as one access.denied entry per address and window."
+        ),
+    )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description=(
+            "Bearer token a Prometheus scraper sends to GET /metrics; unset means the "
+            "file key_dir/metrics.token (created on first start)."
+        ),
+    )
+    api_docs: bool = Field(
+        False,
+        description=(
+            "Serve the interactive API pages /docs and /redoc (development; they load "
+            "Swagger UI and ReDoc from a CDN). /openapi.json is always served."
+        ),
+    )
 
     @field_validator("database_url", "database_migration_url")
     @classmethod

@@ -132,11 +132,11 @@ def tiles(
     path: Annotated[str, Path(max_length=300, pattern=r"^[A-Za-z0-9._/-]+$")],
 ) -> Response:
     """C2SP tlog-tiles static resources (``tile/…``, ``checkpoint``)."""
+    # Fixed messages: the audit layer's text quotes the requested path, and an error body
+    # echoing request input is a reflection vector (and tells nothing a client needs).
     try:
         data = _log(ctx).read_static(path)
-    except AuditError as exc:
-        raise _audit_error(exc) from None
-    except ValueError:
+    except (AuditError, ValueError):
         raise NotFoundError("no such tile") from None
     return Response(data, media_type="application/octet-stream")
 

@@ -25,7 +25,7 @@ from service import alerts as alert_store
 from service import audit_events as events
 from service import gates as gate_registry
 from service import queries, watchlist
-from service.accounts import Principal, authenticate, create_account
+from service.accounts import Principal, create_account
 from service.decisions import ask_review_state
 from service.deps import CtxDep, PrincipalDep, authorize_role, require
 from service.errors import MalformedRequestError, UnavailableError
@@ -42,6 +42,7 @@ from service.schemas import (
     TokenResponse,
     b64decode_field,
 )
+from service.signin import client_address, sign_in
 from service.usecases.staff_change import authorised_change
 from service.watchlist import WatchlistEntry
 
@@ -58,10 +59,9 @@ _PHOTO_MAX = 8 * 1024 * 1024
 
 
 @router.post("/auth/token", response_model=TokenResponse, tags=["auth"])
-def login(body: LoginRequest, ctx: CtxDep) -> TokenResponse:
-    """Exchange a username and password for a short-lived bearer token."""
-    with ctx.transaction() as conn:
-        principal = authenticate(conn, body.username, body.password)
+def login(body: LoginRequest, ctx: CtxDep, request: Request) -> TokenResponse:
+    """Exchange a username and password for a short-lived bearer token (throttled: 429)."""
+    principal = sign_in(ctx, body.username, body.password, client_address(request))
     token, expires = ctx.tokens.issue(principal, ctx.now())
     return TokenResponse(access_token=token, expires_at=expires, role=principal.role)
 

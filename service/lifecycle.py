@@ -3,8 +3,9 @@
 ``build_context`` wires the real components (audit log, policy engine, KEK, scoring
 backend); ``start`` bootstraps the admin account, loads the policy (an audit event) and
 builds the gallery; ``housekeeping`` runs on a timer (expire pending queries, forget
-old nonces, checkpoint the audit log); ``stop`` drains in-flight matches and flushes
-the audit log with a final checkpoint.
+old nonces and lapsed sign-in counters, audit closed windows of unauthenticated
+refusals, checkpoint the audit log); ``stop`` drains in-flight matches, audits the
+open refusal window and flushes the audit log with a final checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from core.settings import Settings
+from service import denials, throttle
 from service.accounts import TokenIssuer, ensure_bootstrap_admin
 from service.adapters import AuditLogAdapter, PolicyEngineAdapter
 from service.context import ServiceContext, system_clock
@@ -159,6 +161,8 @@ def housekeeping(ctx: ServiceContext) -> None:
                 idempotency_keys.c.created_at < now - dt.timedelta(hours=1)
             )
         )
+        throttle.purge(conn, now, dt.timedelta(seconds=ctx.settings.login_lockout_s))
+    denials.flush_due(ctx)
     if expired:
         log.info("pending queries expired", extra={"count": len(expired)})
     ctx.audit.tick()
@@ -190,6 +194,8 @@ def stop(ctx: ServiceContext) -> None:
     """Drain in-flight matches, then write a final checkpoint."""
     ctx.ready = False
     ctx.pool.close(wait=True)
+    with contextlib.suppress(Exception):
+        denials.flush_all(ctx)
     with contextlib.suppress(Exception):
         ctx.audit.flush()
     if ctx.keys is not None:

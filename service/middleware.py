@@ -35,7 +35,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"cache-control", b"no-store"),
     (b"cross-origin-resource-policy", b"same-origin"),
 )
-_DOCS_PATHS = ("/docs", "/redoc")
 
 
 class RequestContextMiddleware:
@@ -62,8 +61,6 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
-        path = str(scope.get("path", ""))
-        relaxed_csp = path.startswith(_DOCS_PATHS)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -73,9 +70,7 @@ class RequestContextMiddleware:
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
                 present = {name.lower() for name, _ in headers}
                 for name, value in SECURITY_HEADERS:
-                    if relaxed_csp and name == b"content-security-policy":
-                        continue
-                    if name not in present:
+                    if name not in present:  # a page's own CSP (console, docs) wins
                         headers.append((name, value))
                 message = {**message, "headers": headers}
             await send(message)

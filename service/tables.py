@@ -1,4 +1,5 @@
-"""The service's tables (SQLAlchemy Core). Created by migration ``0004_service``.
+"""The service's tables (SQLAlchemy Core). Created by migrations ``0004_service`` to
+``0006_service_throttle``.
 
 All times are UTC. SQLite drops the timezone on read, so readers go through
 :func:`as_utc`. No table holds a template in the clear, an image, a raw document
@@ -174,6 +175,27 @@ request_nonces = sa.Table(
     sa.Column("gate_id", sa.String(128), primary_key=True),
     sa.Column("nonce", sa.String(64), primary_key=True),
     sa.Column("seen_at", TS, nullable=False),
+)
+
+
+login_throttle = sa.Table(
+    "svc_login_throttle",
+    metadata,
+    # "account:<sha256 of the typed username, 32 hex>" or "address:<client address>"
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),  # attempts not proven good
+    sa.Column("window_start", TS, nullable=False),
+    sa.Column("locked_until", TS, nullable=True),
+)
+
+denial_counts = sa.Table(
+    "svc_denial_counts",
+    metadata,
+    sa.Column("window_start", TS, primary_key=True),
+    sa.Column("source", sa.String(64), primary_key=True),  # client address (IPv6: its /64)
+    sa.Column("route", sa.String(200), primary_key=True),  # "GET /api/v1/alerts" (template)
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )
 
 

@@ -141,6 +141,7 @@ class LocalStack:
             "VEILMATCH_DATABASE_URL": database_url,
             "VEILMATCH_ADMIN_PASSWORD": admin_password,
             "VEILMATCH_TOKEN_SECRET": secrets.token_urlsafe(32),
+            "VEILMATCH_METRICS_TOKEN": secrets.token_urlsafe(32),
             "VEILMATCH_STAFF_PORT": str(staff_port),
             "VEILMATCH_GATE_PORT": str(gate_port),
             "VEILMATCH_MATCH_WORKERS": str(match_workers),
@@ -183,6 +184,14 @@ class LocalStack:
         return httpx.Client(
             base_url=self.staff_url, verify=self.tls_context(), headers=headers, timeout=timeout_s
         )
+
+    def scrape_metrics(self) -> str:
+        """``GET /metrics`` as the deployment's Prometheus scraper (its scrape token)."""
+        token = self.env["VEILMATCH_METRICS_TOKEN"]
+        with self.staff() as client:
+            response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        _expect(response, 200, "scrape /metrics")
+        return response.text
 
     def login(self, username: str, password: str) -> str:
         """Get and remember a bearer token for ``username``."""

@@ -9,13 +9,16 @@ session ends after that long without activity.
 
 State-changing requests are protected three ways: the strict same-site cookie, an
 ``Origin`` check, and a form field ``csrf`` that must equal the random value in a second
-cookie, ``__Host-veilmatch-csrf``, set at sign-in (double submit: another site can
-neither read nor set a ``__Host-`` cookie).
+cookie, ``__Host-veilmatch-csrf`` (double submit: another site can neither read nor set
+a ``__Host-`` cookie). The sign-in form is protected the same way, before any session
+exists: the login page sets that cookie and puts its value in the form, and the value
+is replaced by a fresh one at sign-in.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from typing import Annotated, Any, Final
@@ -33,15 +36,21 @@ __all__ = [
     "FormSessionDep",
     "SessionDep",
     "allowed",
+    "check_login_form",
     "clear_cookie",
+    "login_csrf",
     "new_csrf_token",
     "open_session",
     "require_page",
     "set_cookie",
+    "set_login_csrf",
 ]
 
 COOKIE: Final = "__Host-veilmatch-console"
 CSRF_COOKIE: Final = "__Host-veilmatch-csrf"
+#: Seconds the sign-in form's CSRF cookie lives before the form must be reloaded.
+LOGIN_FORM_TTL_S: Final = 3600
+_CSRF_VALUE: Final = re.compile(r"[0-9a-f]{64}")
 
 #: Console sections in navigation order: (console action, path, label).
 SECTIONS: Final = (
@@ -78,6 +87,43 @@ def set_cookie(response: Response, token: str, lifetime_s: int, csrf: str | None
                 httponly=True,
                 samesite="strict",
             )
+
+
+def login_csrf(request: Request) -> str:
+    """The CSRF value for the sign-in form: the browser's current one if it has a
+    well-formed one (so another open tab's form stays valid), else a fresh one."""
+    current = request.cookies.get(CSRF_COOKIE, "")
+    if _CSRF_VALUE.fullmatch(current):
+        return current
+    return new_csrf_token()
+
+
+def set_login_csrf(response: Response, value: str) -> None:
+    """Store the sign-in form's CSRF value (before any session exists)."""
+    response.set_cookie(
+        CSRF_COOKIE,
+        value,
+        max_age=LOGIN_FORM_TTL_S,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def check_login_form(request: Request, supplied: str) -> None:
+    """Refuse a sign-in post from another origin or without this browser's CSRF value.
+
+    Login CSRF: without this, another site's page could post *its* credentials and sign
+    the victim's browser into the attacker's account. ``ForbiddenError`` (``csrf-failed``).
+    """
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    if (
+        not _same_origin(request)
+        or not _CSRF_VALUE.fullmatch(expected)
+        or not hmac.compare_digest(supplied.encode(), expected.encode())
+    ):
+        raise ForbiddenError("the form is stale or came from another site", code="csrf-failed")
 
 
 def clear_cookie(response: Response) -> None:

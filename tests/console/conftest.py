@@ -8,6 +8,7 @@ version 2 adds a rule to ``veilmatch.access`` and rewords one role's description
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -79,13 +80,24 @@ def browser_client(service: RunningService) -> httpx.Client:
     )
 
 
+def login_token(client: httpx.Client) -> str:
+    """Open the sign-in page as a browser does; the CSRF value its form carries."""
+    page = client.get("/console/login")
+    assert page.status_code == 200
+    found = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
+    assert found and client.cookies.get(CSRF_COOKIE) == found.group(1)
+    return found.group(1)
+
+
+def post_login(client: httpx.Client, **fields: str) -> httpx.Response:
+    """Submit the sign-in form (opened first, so it carries its CSRF value)."""
+    return client.post("/console/login", data={"csrf": login_token(client), **fields})
+
+
 def sign_in(service: RunningService, username: str) -> httpx.Client:
     """A client holding a console session for ``username``."""
     client = browser_client(service)
-    response = client.post(
-        "/console/login",
-        data={"username": username, "password": STAFF_PASSWORD, "next": "/console/"},
-    )
+    response = post_login(client, username=username, password=STAFF_PASSWORD, next="/console/")
     assert response.status_code == 303, response.text
     assert client.cookies.get(COOKIE) and client.cookies.get(CSRF_COOKIE)
     return client

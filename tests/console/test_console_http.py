@@ -12,9 +12,10 @@ import pytest
 
 from service.accounts import Principal
 from service.alerts import create_alert
-from service.console.session import COOKIE
-from tests.console.conftest import browser_client, csrf, sign_in
-from tests.service.conftest import STAFF
+from service.console.session import COOKIE, CSRF_COOKIE
+from service.tables import login_throttle
+from tests.console.conftest import browser_client, csrf, login_token, post_login, sign_in
+from tests.service.conftest import STAFF, STAFF_PASSWORD
 
 #: Console pages and every access action each one needs.
 PAGES = {
@@ -65,18 +66,17 @@ def _open_alert(service) -> str:
 
 def test_sign_in_sets_hardened_cookies_and_refusals_are_audited(service):
     with browser_client(service) as client:
-        refused = client.post(
-            "/console/login", data={"username": "officer1", "password": "wrong password"}
-        )
+        refused = post_login(client, username="officer1", password="wrong password")
         assert refused.status_code == 401 and "Invalid username or password" in refused.text
         assert COOKIE not in client.cookies
-    assert any(e.payload["code"] == "login-failed" for e in _denials(service, "system"))
+    assert "login-failed" in service.denied_codes()
 
     client = sign_in(service, "officer1")
     with browser_client(service) as fresh:
+        token = login_token(fresh)
         response = fresh.post(
             "/console/login",
-            data={"username": "officer1", "password": "staff-password-for-tests"},
+            data={"username": "officer1", "password": "staff-password-for-tests", "csrf": token},
         )
     cookies = response.headers.get_list("set-cookie")
     assert len(cookies) == 2
@@ -108,7 +108,7 @@ def test_without_a_valid_session_pages_redirect_to_sign_in(service):
         client.cookies.set(COOKIE, old, domain="127.0.0.1")
         expired = client.get("/console/alerts")
         assert "reason=expired" in expired.headers["location"]
-    codes = [e.payload["code"] for e in _denials(service, "system")]
+    codes = service.denied_codes()
     assert "token-invalid" in codes and "token-expired" in codes
 
 
@@ -120,13 +120,8 @@ def test_sign_in_only_follows_console_paths(service):
         ("/console/..//evil.example", "/console/"),
     ]:
         with browser_client(service) as client:
-            response = client.post(
-                "/console/login",
-                data={
-                    "username": "oversight1",
-                    "password": "staff-password-for-tests",
-                    "next": target,
-                },
+            response = post_login(
+                client, username="oversight1", password="staff-password-for-tests", next=target
             )
             assert response.headers["location"] == expected, target
 
@@ -180,6 +175,68 @@ def test_headers_and_static_files(service):
     for bad in ("web.py", "..%2Fweb.py", "templates%2Fbase.html"):
         assert client.get(f"/console/static/{bad}").status_code == 404
     client.close()
+
+
+def test_sign_in_from_another_origin_is_refused(service):
+    """Login CSRF (issue 18): another site's page posting its own credentials must not
+    sign the victim's browser in."""
+    with browser_client(service) as client:
+        token = login_token(client)
+        foreign = client.post(
+            "/console/login",
+            data={"username": "officer1", "password": STAFF_PASSWORD, "csrf": token},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert foreign.status_code == 403 and "came from another site" in foreign.text
+        assert COOKIE not in client.cookies
+        null = client.post(
+            "/console/login",
+            data={"username": "officer1", "password": STAFF_PASSWORD, "csrf": token},
+            headers={"Origin": "null"},
+        )
+        assert null.status_code == 403 and COOKIE not in client.cookies
+
+
+def test_sign_in_needs_the_forms_csrf_value(service):
+    credentials = {"username": "officer1", "password": STAFF_PASSWORD}
+    with browser_client(service) as bare:  # never opened the form: no cookie, no field
+        missing = bare.post("/console/login", data=credentials)
+        assert missing.status_code == 403 and COOKIE not in bare.cookies
+    with browser_client(service) as client:
+        login_token(client)
+        no_field = client.post("/console/login", data=credentials)
+        wrong = client.post("/console/login", data={**credentials, "csrf": "0" * 64})
+        for response in (no_field, wrong):
+            assert response.status_code == 403 and COOKIE not in client.cookies
+        # the refusal page is a fresh form that works
+        token = login_token(client)
+        same = client.post(
+            "/console/login",
+            data={**credentials, "csrf": token},
+            headers={"Origin": service.staff_url},
+        )
+        assert same.status_code == 303 and client.cookies.get(COOKIE)
+        assert client.cookies.get(CSRF_COOKIE) != token  # a fresh value for the session
+    with browser_client(service) as client:  # no Origin header (not a browser) + the value
+        ok = post_login(client, **credentials)
+        assert ok.status_code == 303 and client.cookies.get(COOKIE)
+    assert "csrf-failed" in service.denied_codes()
+
+
+def test_repeated_failed_sign_ins_lock_the_console_login(service):
+    with service.ctx.transaction() as conn:
+        conn.execute(login_throttle.delete())
+    try:
+        with browser_client(service) as client:
+            limit = service.settings.login_account_failures
+            for i in range(limit):
+                post_login(client, username="legal1", password=f"wrong-{i}")
+            locked = post_login(client, username="legal1", password=STAFF_PASSWORD)
+            assert locked.status_code == 429 and "Too many failed sign-ins" in locked.text
+            assert int(locked.headers["retry-after"]) > 0 and COOKIE not in client.cookies
+    finally:
+        with service.ctx.transaction() as conn:
+            conn.execute(login_throttle.delete())
 
 
 def test_forms_need_the_csrf_value_and_this_origin(service):

@@ -9,6 +9,7 @@ can terminate exactly the service's backends and nobody else's).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gate.client import MatchOutcome, ServiceRefusedError, ServiceUnreachableError
+from policy.bundles import default_bundle_dir
 from tests.conftest import BACKENDS, POSTGRES_URL
 from veilmatch.localrun import LocalStack, seed_watchlist
 from veilmatch.simulator import HeGateCrypto, SyntheticPopulation
@@ -96,10 +98,24 @@ class HasLanes(Protocol):
     population: SyntheticPopulation
 
 
+def gate_rate_limit() -> int:
+    """The match policy's searches per gate per minute (shipped bundle parameters)."""
+    data = default_bundle_dir() / "params" / "match" / "data.json"
+    return int(json.loads(data.read_text())["rate_limit_per_minute"])
+
+
+#: Each lane starts at most this many searches in any 60 s: below the policy's limit
+#: whatever the machine's speed (a fast machine finishing a search in 50 ms would
+#: otherwise reach the limit and see 429s that have nothing to do with the test).
+LANE_PER_MINUTE = gate_rate_limit() - 6
+
+
 @dataclass
 class Traffic:
     """Lanes sending probes until stopped; records what each gate saw.
 
+    Each lane is one gate; it starts a search at most every ``60 / per_minute`` seconds
+    (paced by start times, so slow answers never cause a catch-up burst).
     ``queues``: when given (gate id → OfflineQueue), a lane keeps a probe it could not
     deliver in its gate's offline queue (``GateClient.check_or_queue``).
     """
@@ -107,7 +123,7 @@ class Traffic:
     fleet: HasLanes
     queues: dict[str, Any] | None = None
     hit_rate: float = 0.1
-    pause_s: float = 0.05
+    per_minute: int = LANE_PER_MINUTE
     outcomes: dict[str, str] = field(default_factory=dict)
     refused: list[tuple[int, str]] = field(default_factory=list)
     unreachable: int = 0
@@ -126,7 +142,10 @@ class Traffic:
     def _lane(self, gate: str, index: int) -> None:
         client = self.fleet.clients[gate]
         rng = np.random.default_rng(100 + index)
-        while not self._stop.is_set():
+        interval_s = 60.0 / self.per_minute
+        next_start = time.monotonic()
+        while not self._stop.wait(max(0.0, next_start - time.monotonic())):
+            next_start = time.monotonic() + interval_s
             traveller = self.fleet.population.traveller(bool(rng.random() < self.hit_rate), rng)
             try:
                 if self.queues is not None:
@@ -144,7 +163,6 @@ class Traffic:
             except ServiceUnreachableError:
                 with self._lock:
                     self.unreachable += 1
-            time.sleep(self.pause_s)
 
     def record(self, outcome: MatchOutcome) -> None:
         """Remember a decision a gate received."""

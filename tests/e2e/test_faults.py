@@ -139,7 +139,7 @@ def _postgres_outage(fleet: Fleet, seconds: float) -> None:
 
 
 def test_database_briefly_unavailable(fleet: Fleet, tmp_path: Path) -> None:
-    traffic = Traffic(fleet, pause_s=0.02).start()
+    traffic = Traffic(fleet).start()
     try:
         traffic.wait_for(3)
         if fleet.backend == "sqlite":

@@ -146,6 +146,36 @@ class RunningService:
             assert admin.post(f"/api/v1/gates/{gate_id}/approve").status_code == 200
         return client
 
+    def scrape_token(self) -> str:
+        """The deployment's ``/metrics`` scrape token (created in key_dir on start)."""
+        from service.metrics import SCRAPE_TOKEN_FILE
+
+        return (Path(self.settings.key_dir or ".") / SCRAPE_TOKEN_FILE).read_text().strip()
+
+    def metrics(self) -> httpx.Response:
+        """``GET /metrics`` as the Prometheus scraper (with the scrape token)."""
+        with self.staff() as client:
+            return client.get(
+                "/metrics", headers={"Authorization": f"Bearer {self.scrape_token()}"}
+            )
+
+    def denied_codes(self, actor: str = "system") -> list[str]:
+        """Codes of every ``access.denied`` by ``actor``, unauthenticated refusals
+        included: their counters are audited first (``service.denials.flush_all``), and
+        an aggregate entry contributes each code it counted."""
+        from service.denials import AGGREGATE_CODE, flush_all
+
+        flush_all(self.ctx)
+        codes: list[str] = []
+        for entry in self.audit_entries(types=["access.denied"]):
+            if entry.header.actor != actor or not entry.payload:
+                continue
+            if entry.payload["code"] == AGGREGATE_CODE:
+                codes += [line["code"] for line in entry.payload["denials"]]
+            else:
+                codes.append(entry.payload["code"])
+        return codes
+
     def audit_entries(self, **kwargs: Any) -> list[Any]:
         log: Any = self.ctx.audit.log  # type: ignore[attr-defined]
         return list(log.entries(0, None, limit=100_000, **kwargs))

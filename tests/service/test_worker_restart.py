@@ -229,8 +229,7 @@ def test_the_service_answers_worker_failed_then_recovers(service, gate):
     _wait_for(lambda: all(handle.available), "the restart")
     assert gate.check(_unit(3)).outcome == "proceed"
     assert _restarts(service.ctx.metrics) == before + 1
-    with service.staff() as anonymous:
-        exposed = anonymous.get("/metrics")
+    exposed = service.metrics()
     assert exposed.status_code == 200
     assert f"veilmatch_match_worker_restarts_total {before + 1}" in exposed.text
     logs = service.log_stream.getvalue()
