@@ -11,7 +11,7 @@ process and returns the masked result; the secret mapping stays in memory for
 ``pending_query_ttl_s``. ``reveal`` turns the gate's positive positions into watchlist
 entries, asks ``veilmatch.alert``, and answers ``proceed`` or ``secondary``. Each of
 the two commits its nonce, records and audit leaves in one transaction before it
-answers; ``match`` speaks JSON or the binary frames of :mod:`service.wire`.
+answers; ``match`` speaks JSON or the binary frames of :mod:`protocol.wire`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def match(ctx: CtxDep, gate: MatchGate) -> Response:
     """Score an encrypted probe against the watchlist; returns the masked result.
 
     Two wire forms: JSON with a base64 probe, or a binary frame
-    (``application/vnd.veilmatch.match-request``, see ``service.wire``) answered with a
+    (``application/vnd.veilmatch.match-request``, see ``protocol.wire``) answered with a
     binary frame.
     """
     reply = await match_flow.match(ctx, gate)

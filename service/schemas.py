@@ -148,7 +148,7 @@ class MatchRequest(Strict):
 
 
 class MatchMeta(Strict):
-    """Metadata of a binary match request (``service.wire``); the probe follows it."""
+    """Metadata of a binary match request (``protocol.wire``); the probe follows it."""
 
     request_id: str = Field(pattern=_REQUEST_ID, description="client-chosen; retries reuse it")
     doc_pseudonym: str | None = Field(

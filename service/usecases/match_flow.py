@@ -2,7 +2,7 @@
 watchlist and answer the masked result.
 
 Steps: parse the body (JSON with a base64 probe, or a binary frame of
-:mod:`service.wire`); answer a retried request id from its stored reply; ask the match
+:mod:`protocol.wire`); answer a retried request id from its stored reply; ask the match
 policy (gate state, key age, rate, opening hours); score in a worker process; then
 commit in ONE transaction the nonce, the pending query, the crossing, the
 ``match.query`` audit leaf and the idempotency record. The secret mapping stays in
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection
 
-from service import queries, wire
+from protocol import wire
+from service import queries
 from service.audit_events import match_queried
 from service.context import ServiceContext
 from service.decisions import MatchDecision, ask_match
