@@ -19,8 +19,10 @@ import ssl
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
 from audit.errors import MalformedError, NotFoundError, SourceError
-from audit.rfc9162 import HASH_SIZE, Node
+from audit.rfc9162 import HASH_SIZE, Node, hash_children
 from audit.tiles import TILE_HEIGHT, TILE_WIDTH, TilePath
 
 __all__ = ["DirectorySource", "HttpSource", "Source", "TileHashReader", "open_source"]
@@ -64,8 +66,6 @@ class HttpSource:
         timeout: float = 30.0,
         token: str | None = None,
     ) -> None:
-        import httpx
-
         self.base = base_url.rstrip("/") + "/"
         headers: dict[str, str] = {}
         if token:
@@ -81,8 +81,6 @@ class HttpSource:
 
     def read(self, path: str) -> bytes:
         """GET ``base_url/path``; 404 → :class:`NotFoundError`, other failures raise too."""
-        import httpx
-
         try:
             resp = self._client.get(self.base + path)
         except httpx.HTTPError as exc:
@@ -142,8 +140,6 @@ class TileHashReader:
 
     def node(self, node: Node) -> bytes:
         """Hash of the perfect subtree ``(level, index)``."""
-        from audit.rfc9162 import hash_children
-
         level, index = node
         tile_level, rem = divmod(level, TILE_HEIGHT)
         first = index << rem  # first tile-level hash beneath this node

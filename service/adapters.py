@@ -13,6 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from audit.errors import LogStateError
+from audit.events import AuditEvent, EventType
+from audit.log import AuditLog
+from audit.note import NoteSigner
 from service.ports import PolicyDecision, ServiceEvent
 
 __all__ = ["AuditLogAdapter", "PolicyEngineAdapter", "load_or_create_log_signer"]
@@ -23,8 +27,6 @@ DEFAULT_LOG_NAME = "veilmatch.invalid/audit-log"
 
 def load_or_create_log_signer(path: Path, name: str = DEFAULT_LOG_NAME) -> Any:
     """The audit log's note-signing key from ``path`` (0600), created on first start."""
-    from audit.note import NoteSigner
-
     if path.exists():
         return NoteSigner.from_string(path.read_text(encoding="ascii"))
     signer = NoteSigner.generate(name)
@@ -40,14 +42,10 @@ class AuditLogAdapter:
     """:class:`service.ports.AuditPort` over ``audit.log.AuditLog``."""
 
     def __init__(self, engine: Engine, signer: Any, **kwargs: Any) -> None:
-        from audit.log import AuditLog
-
         self.log = AuditLog(engine, signer, **kwargs)
 
     def append_in(self, conn: Connection, events: Sequence[ServiceEvent]) -> None:
         """Translate and append inside ``conn``'s transaction."""
-        from audit.events import AuditEvent, EventType
-
         self.log.append_in(
             conn,
             [
@@ -65,8 +63,6 @@ class AuditLogAdapter:
 
     def flush(self) -> None:
         """Sign a checkpoint covering everything appended so far (if anything is new)."""
-        from audit.errors import LogStateError
-
         size = self.log.tree_size()
         if size == 0:
             return

@@ -23,6 +23,9 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from core.settings import Settings
+from policy.bundles import PolicyBundle, default_bundle_dir
+from policy.embedded import EmbeddedEngine
+from policy.opa_http import HttpEngine
 from service import denials, throttle
 from service.accounts import TokenIssuer, ensure_bootstrap_admin
 from service.adapters import AuditLogAdapter, PolicyEngineAdapter
@@ -31,6 +34,7 @@ from service.gates import purge_nonces
 from service.he_worker import HeAdapter
 from service.keys import load_service_keys
 from service.ports import ServiceEvent
+from service.retention import run_sweep
 from service.scoring.factory import build_backend
 from service.tables import idempotency_keys, pending_queries
 from service.watchlist import load_gallery_templates
@@ -42,20 +46,12 @@ _REBUILD_LOCK = threading.Lock()
 
 
 def _policy_engine(settings: Settings) -> tuple[Any, Any]:
-    from policy.bundles import PolicyBundle, default_bundle_dir
-
     bundle = PolicyBundle.from_dir(
         Path(settings.policy_dir or default_bundle_dir()), profile=settings.policy_profile
     )
-    engine: Any
-    if settings.policy_engine == "http":
-        from policy.opa_http import HttpEngine
-
-        engine = HttpEngine(settings.opa_url)
-    else:
-        from policy.embedded import EmbeddedEngine
-
-        engine = EmbeddedEngine()
+    engine: Any = (
+        HttpEngine(settings.opa_url) if settings.policy_engine == "http" else EmbeddedEngine()
+    )
     return engine, engine.load(bundle)
 
 
@@ -174,8 +170,6 @@ async def housekeeping_loop(
     """Run :func:`housekeeping` every ``interval_s``, a liveness check of the idle scoring
     workers every ``ping_every`` rounds and the retention sweep every ``sweep_every``
     rounds, until cancelled."""
-    from service.retention import run_sweep
-
     rounds = 0
     while True:
         await asyncio.sleep(interval_s)

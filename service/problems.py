@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from audit.errors import SequencerChainError
 from core.errors import VeilmatchError
 from core.logs import request_id_var
 from crypto.errors import CryptoError, OversizedInputError
@@ -31,6 +32,7 @@ from service.errors import (
     PayloadTooLargeError,
     RateLimitedError,
     ServiceError,
+    UnavailableError,
 )
 
 __all__ = ["PROBLEM_TYPE_BASE", "install_problem_handlers", "problem_response", "to_service_error"]
@@ -83,6 +85,13 @@ def to_service_error(exc: VeilmatchError) -> ServiceError:
         # The protocol's codes are the API's: malformed-frame, unsupported-wire-version,
         # malformed-request.
         return MalformedRequestError(str(exc), code=exc.code)
+    if isinstance(exc, SequencerChainError):
+        # The stored log is not the one the sequencer wrote (tampering or a second
+        # writer): nothing can be recorded, so nothing is done. The operator is alarmed
+        # (veilmatch_audit_sequencer_alarms_total); the client retries later.
+        return UnavailableError(
+            "audit log unavailable: its stored chain does not verify", code="audit-unavailable"
+        )
     if isinstance(exc, OversizedInputError):
         err = ServiceError("ciphertext or key bundle too large", code="payload-too-large")
         err.status = 413

@@ -30,24 +30,25 @@ any probe whose alert went first (for instance if the periods are ever changed s
 they no longer line up), so no probe is left pointing at a deleted alert. Each removed
 batch and its ``retention.delete`` audit event commit in one transaction.
 
-The server sweeps with :func:`run_sweep`; ``veilmatch retention sweep`` (in ``policy``,
-which does not import ``service``) gets the same stores and ``on_batch`` from
-:func:`record_stores`.
+The server sweeps with :func:`run_sweep`; ``veilmatch retention sweep`` (the
+application layer, ``veilmatch.retention_cli.record_stores``) builds a context and
+uses the same :func:`stores` and :func:`batch_recorder`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from core.settings import Settings
+from audit import schema
+from audit.events import EventType, LeafHeader
+from policy.retention import Candidate, sweep
+from policy.retention_sql import SqlTableStore
 from service.audit_retention import delete_expired_payloads_in
 from service.context import ServiceContext
 from service.ports import ServiceEvent
@@ -61,7 +62,6 @@ __all__ = [
     "OnBatch",
     "ProbeStore",
     "batch_recorder",
-    "record_stores",
     "run_sweep",
     "stores",
 ]
@@ -100,8 +100,6 @@ class ProbeStore:
         self, state: str, entered_before: dt.datetime, after: str | None, limit: int
     ) -> Sequence[Any]:
         """Probe records in ``state`` since before ``entered_before``, by id."""
-        from policy.retention import Candidate
-
         if self.states is not None and state not in self.states:
             return []
         since = sa.func.coalesce(alerts.c.closed_at, probe_records.c.created_at)
@@ -176,8 +174,6 @@ class AlertStore:
         self, state: str, entered_before: dt.datetime, after: str | None, limit: int
     ) -> Sequence[Any]:
         """Alerts in ``state`` that entered it before ``entered_before``, by id."""
-        from policy.retention import Candidate
-
         selected = _alerts_in(state)
         if selected is None:
             return []
@@ -245,10 +241,6 @@ class AuditPayloadStore:
         self, state: str, entered_before: dt.datetime, after: str | None, limit: int
     ) -> Sequence[Any]:
         """Present payloads older than ``entered_before``, retention events excluded, by seq."""
-        from audit import schema
-        from audit.events import EventType, LeafHeader
-        from policy.retention import Candidate
-
         if state != "recorded":
             return []
         cursor = int(after) if after is not None else -1
@@ -327,8 +319,6 @@ class AuditPayloadStore:
 def stores(ctx: ServiceContext) -> list[Any]:
     """The service's record stores for the sweep (probes before and after alerts: see
     the module doc)."""
-    from policy.retention_sql import SqlTableStore
-
     log = getattr(ctx.audit, "log", None)
     audit_stores: list[Any] = [AuditPayloadStore(ctx, log)] if log is not None else []
     return [
@@ -378,53 +368,8 @@ def batch_recorder(ctx: ServiceContext) -> OnBatch:
 
 def run_sweep(ctx: ServiceContext, *, now: dt.datetime | None = None) -> int:
     """One retention sweep over the service's stores; returns records removed."""
-    from policy.retention import sweep
-
     engine = ctx.policy.engine  # type: ignore[attr-defined]
     report = sweep(
         engine, stores(ctx), now=now or ctx.now(), on_batch=batch_recorder(ctx), batch_size=200
     )
     return int(report.count())
-
-
-@contextmanager
-def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[Any], OnBatch]]:
-    """The service's stores and ``on_batch`` for a sweep outside the server
-    (``veilmatch retention sweep`` finds this function by name).
-
-    Refuses (``ConfigurationError``) a database whose schema is not up to date, and a
-    key provider without the service's audit log key or KEK: a sweep never creates
-    keys. On exit, if the audit log grew meanwhile (the sweep's ``retention.delete``
-    events, or a running server's entries), a checkpoint is signed over it, also after
-    an error (batches applied before the error stay applied and audited); a dry run on
-    a quiet log therefore writes nothing. Then the context is closed (match pool,
-    policy engine).
-    """
-    from core.errors import ConfigurationError
-    from core.migrate import is_up_to_date
-    from service.lifecycle import build_context
-
-    if not is_up_to_date(db_engine):
-        raise ConfigurationError(
-            "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
-        )
-    ctx = build_context(settings, db_engine, create_keys=False)
-    log: Any = ctx.audit.log  # type: ignore[attr-defined]
-
-    def checkpoint_if_grown(size: int) -> None:
-        if log.tree_size() > size:
-            ctx.audit.flush()
-
-    try:
-        size = log.tree_size()
-        try:
-            yield stores(ctx), batch_recorder(ctx)
-        except BaseException:
-            with contextlib.suppress(Exception):  # keep the sweep's own error
-                checkpoint_if_grown(size)
-            raise
-        checkpoint_if_grown(size)
-    finally:
-        ctx.pool.close(wait=True)
-        ctx.policy.engine.close()  # type: ignore[attr-defined]
-        ctx.keys.close()

@@ -29,7 +29,9 @@ from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import Settings
 from service.app import create_app, create_gate_app
-from service.context import ServiceContext
+from service.context import ServiceContext, system_clock
+from service.enrol_photos import PhotoEmbedder
+from service.lifecycle import build_context, housekeeping_loop, start, stop
 from service.tls import ClientCertH11Protocol, gate_ssl_context, staff_ssl_context
 
 __all__ = ["Listeners", "check_tls_files", "serve"]
@@ -128,8 +130,6 @@ class Listeners:
 
     async def run(self) -> None:
         """Serve until :meth:`request_exit`; then drain and flush."""
-        from service.lifecycle import housekeeping_loop, stop
-
         self.ctx.bus.bind(asyncio.get_running_loop())
         chores = asyncio.create_task(housekeeping_loop(self.ctx))
         try:
@@ -158,9 +158,6 @@ def serve(
     ``clock`` replaces the service's time source (the demo and load tests pin it to
     opening hours); the default is the system clock.
     """
-    from service.context import system_clock
-    from service.lifecycle import build_context, start
-
     configure_logging(settings.log_level)
     check_tls_files(settings, need_ca=not insecure_http)
     engine = make_engine(settings)
@@ -201,6 +198,4 @@ def serve(
 
 def _face_embedder(settings: Settings) -> Any:
     """Enrolment from photos with the gate pipeline, loaded lazily on first use."""
-    from service.enrol_photos import PhotoEmbedder
-
     return PhotoEmbedder(settings)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from sqlalchemy import Engine
 
 from core.db import make_engine
-from core.settings import load_settings
+from core.errors import ConfigurationError
+from core.migrate import is_up_to_date
+from core.settings import Settings, load_settings
 from policy.engine import RETENTION_PERIODS
 from policy.factory import engine_from_settings
 from policy.retention import sweep
-from service.retention import record_stores
+from service.lifecycle import build_context
+from service.retention import OnBatch, batch_recorder, stores
 
 app = typer.Typer(help="Retention: periods in force and sweeps.", no_args_is_help=True)
 
@@ -72,3 +79,42 @@ def sweep_command(
     typer.echo(f"{verb} {report.count()} records in {len(report.batches)} batches")
     for kind in report.unknown_kinds:
         typer.echo(f"warning: no retention period for record kind {kind!r}: not swept", err=True)
+
+
+@contextmanager
+def record_stores(settings: Settings, db_engine: Engine) -> Iterator[tuple[list[Any], OnBatch]]:
+    """The service's stores and ``on_batch`` for a sweep outside the server
+    (``veilmatch retention sweep``).
+
+    Refuses (``ConfigurationError``) a database whose schema is not up to date, and a
+    key provider without the service's audit log key or KEK: a sweep never creates
+    keys. On exit, if the audit log grew meanwhile (the sweep's ``retention.delete``
+    events, or a running server's entries), a checkpoint is signed over it, also after
+    an error (batches applied before the error stay applied and audited); a dry run on
+    a quiet log therefore writes nothing. Then the context is closed (match pool,
+    policy engine).
+    """
+    if not is_up_to_date(db_engine):
+        raise ConfigurationError(
+            "VEILMATCH_DATABASE_URL", "schema is not up to date; run `veilmatch db upgrade`"
+        )
+    ctx = build_context(settings, db_engine, create_keys=False)
+    log: Any = ctx.audit.log  # type: ignore[attr-defined]
+
+    def checkpoint_if_grown(size: int) -> None:
+        if log.tree_size() > size:
+            ctx.audit.flush()
+
+    try:
+        size = log.tree_size()
+        try:
+            yield stores(ctx), batch_recorder(ctx)
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the sweep's own error
+                checkpoint_if_grown(size)
+            raise
+        checkpoint_if_grown(size)
+    finally:
+        ctx.pool.close(wait=True)
+        ctx.policy.engine.close()  # type: ignore[attr-defined]
+        ctx.keys.close()

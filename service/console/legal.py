@@ -18,6 +18,7 @@ from fastapi.responses import Response
 from markupsafe import Markup
 
 from policy.bundles import PolicyBundle, default_bundle_dir
+from policy.docs import render as render_docs
 from policy.errors import BundleError
 from service.console import auditview
 from service.console.markdown import to_html
@@ -54,8 +55,6 @@ def versions_for(ctx: ServiceContext) -> PolicyHistory:
 
 def _docs_html(bundle: PolicyBundle) -> Markup:
     """The bundle's generated documentation as HTML (cached by digest)."""
-    from policy.docs import render as render_docs
-
     with _DOCS_LOCK:
         cached = _DOCS.get(bundle.digest)
         if cached is None:
