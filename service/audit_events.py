@@ -26,10 +26,12 @@ __all__ = [
     "actor",
     "alert_raised",
     "alert_reviewed",
+    "denials_aggregated",
     "gate_approved",
     "gate_key_rotated",
     "gate_registration_requested",
     "gate_revoked",
+    "login_locked",
     "match_decided",
     "match_queried",
     "watchlist_approved",
@@ -296,3 +298,54 @@ def access_denied(
         if plausible and claim not in subjects:
             payload["claimed_gate"] = claimed_gate
     return ServiceEvent(EventType.ACCESS_DENIED.value, who, subjects, payload)
+
+
+def login_locked(
+    scope: str,
+    *,
+    failures: int,
+    until: dt.datetime,
+    account_id: str | None = None,
+    source: str | None = None,
+) -> ServiceEvent:
+    """A sign-in lock-out (one entry per lock, not per attempt; :mod:`service.throttle`).
+
+    ``scope`` is ``account`` (subject: the account, when the typed name is one; the typed
+    name itself is never recorded) or ``address`` (``source``: the client address).
+    """
+    payload: dict[str, object] = {
+        "code": "login-locked",
+        "scope": scope,
+        "failures": failures,
+        "locked_until": until.isoformat(),
+    }
+    subjects: tuple[str, ...] = ()
+    if source is not None:
+        payload["source"] = source
+    if scope == "account":
+        if account_id is not None:
+            subjects = (f"account:{account_id}",)
+        else:
+            payload["account"] = "unknown"
+    return ServiceEvent(EventType.ACCESS_DENIED.value, "system", subjects, payload)
+
+
+def denials_aggregated(
+    source: str,
+    *,
+    window_start: dt.datetime,
+    window_s: int,
+    lines: list[dict[str, object]],
+    count: int,
+) -> ServiceEvent:
+    """The refusals without a principal from one source in one closed window
+    (:mod:`service.denials`): their total and a per-route, per-code breakdown."""
+    payload: dict[str, object] = {
+        "code": "denials-aggregated",
+        "source": source,
+        "window_start": window_start.isoformat(),
+        "window_s": window_s,
+        "count": count,
+        "denials": lines,
+    }
+    return ServiceEvent(EventType.ACCESS_DENIED.value, "system", (), payload)

@@ -28,6 +28,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from service.audit_events import denials_aggregated
 from service.context import ServiceContext
 from service.ports import ServiceEvent
 from service.tables import denial_counts, utc
@@ -49,7 +50,7 @@ __all__ = [
 MAX_SOURCES: Final = 64
 #: Per-route, per-code lines kept in one entry; the rest are summed as ``other``.
 MAX_LINES: Final = 40
-AGGREGATE_CODE: Final = "denials-aggregated"
+AGGREGATE_CODE: Final = "denials-aggregated"  # the code denials_aggregated() writes
 _EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -103,23 +104,22 @@ def _events(rows: Iterable[Any], window_s: int) -> list[ServiceEvent]:
         groups[(utc(row.window_start), str(row.source))].append(
             (str(row.route), str(row.code), int(row.count))
         )
-    events = []
+    out: list[ServiceEvent] = []
     for (start, source), lines in sorted(groups.items()):
         lines.sort(key=lambda line: (-line[2], line[0], line[1]))
-        kept = [{"route": r, "code": c, "count": n} for r, c, n in lines[:MAX_LINES]]
+        kept: list[dict[str, object]] = [
+            {"route": r, "code": c, "count": n} for r, c, n in lines[:MAX_LINES]
+        ]
         rest = sum(n for _r, _c, n in lines[MAX_LINES:])
         if rest:
             kept.append({"route": "other", "code": "other", "count": rest})
-        payload = {
-            "code": AGGREGATE_CODE,
-            "source": source,
-            "window_start": start.isoformat(),
-            "window_s": window_s,
-            "count": sum(n for _r, _c, n in lines),
-            "denials": kept,
-        }
-        events.append(ServiceEvent("access.denied", "system", (), payload))
-    return events
+        total = sum(n for _r, _c, n in lines)
+        out.append(
+            denials_aggregated(
+                source, window_start=start, window_s=window_s, lines=kept, count=total
+            )
+        )
+    return out
 
 
 def take_closed(conn: Connection, before: dt.datetime, window_s: int) -> list[ServiceEvent]:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy import Connection
 
+from service import audit_events as events
 from service import throttle
 from service.accounts import Principal, authenticate
 from service.context import ServiceContext
@@ -41,24 +42,16 @@ def client_address(request: Request) -> str:
 
 
 def _lock_event(conn: Connection, lock: NewLock, username: str, address: str) -> ServiceEvent:
-    payload: dict[str, object] = {
-        "code": "login-locked",
-        "scope": lock.key.scope,
-        "failures": lock.failures,
-        "locked_until": lock.until.isoformat(),
-    }
-    subjects: tuple[str, ...] = ()
     if lock.key.scope == "address":
-        payload["source"] = address
-    else:
-        account_id = conn.execute(
-            sa.select(accounts.c.id).where(accounts.c.username == username)
-        ).scalar_one_or_none()
-        if account_id is not None:
-            subjects = (f"account:{account_id}",)
-        else:
-            payload["account"] = "unknown"  # the typed name is not recorded
-    return ServiceEvent("access.denied", "system", subjects, payload)
+        return events.login_locked(
+            "address", failures=lock.failures, until=lock.until, source=address
+        )
+    account_id = conn.execute(
+        sa.select(accounts.c.id).where(accounts.c.username == username)
+    ).scalar_one_or_none()
+    return events.login_locked(
+        "account", failures=lock.failures, until=lock.until, account_id=account_id
+    )
 
 
 def _audit_locks(
