@@ -18,6 +18,9 @@ from sqlalchemy import Engine, create_engine, text
 from core.db import make_engine
 from core.migrate import upgrade
 from core.settings import Settings, load_settings
+from crypto.he import GateKeyBundle, get_parameter_set
+from gate.warmup import warm_up
+from service.he_worker import _warm_up as warm_up_scoring
 
 POSTGRES_URL = os.environ.get("VEILMATCH_TEST_POSTGRES_URL", "")
 BACKENDS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
@@ -63,3 +66,18 @@ def engine(raw_engine: Engine) -> Engine:
     """An engine on a clean database migrated to the latest schema."""
     upgrade(raw_engine)
     return raw_engine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_kernels() -> None:
+    """Compile (or load from numba's on-disk cache) every HE kernel once, before any test
+    starts a service or a gate.
+
+    On a fresh clone the first compile takes one to two minutes on two cores; a test that
+    waits for a service to become ready, a match to answer or a browser page to update
+    would otherwise spend its own timeout on the compiler. Worker processes and child
+    services then load the compiled kernels from the cache this writes.
+    """
+    params = get_parameter_set(load_settings().he_parameter_set)
+    warm_up_scoring(params, 128, prepare=True)
+    warm_up(GateKeyBundle.generate(params), 128, lambda _message: None)
