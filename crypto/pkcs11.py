@@ -341,12 +341,9 @@ class Pkcs11Ed25519PrivateKey(Ed25519PrivateKey):
         return "Pkcs11Ed25519PrivateKey(<in token>)"
 
 
-class Pkcs11Kek:
-    """A :class:`crypto.atrest.KeyEncryptionKey` whose AES key stays in the token.
-
-    ``key_id`` is the key's ``CKA_ID`` in hex (16 digits for keys generated here; the
-    original id for an imported :class:`~crypto.atrest.FileKek`).
-    """
+class _TokenKey:
+    """A key object inside the token, its label (for messages) and its ``CKA_ID`` as
+    ``key_id``; subclasses add the operations."""
 
     def __init__(self, token: Pkcs11Token, key: Any, label: str) -> None:
         self._token = token
@@ -357,6 +354,14 @@ class Pkcs11Kek:
     @property
     def key_id(self) -> str:
         return self._key_id
+
+
+class Pkcs11Kek(_TokenKey):
+    """A :class:`crypto.atrest.KeyEncryptionKey` whose AES key stays in the token.
+
+    ``key_id`` is the key's ``CKA_ID`` in hex (16 digits for keys generated here; the
+    original id for an imported :class:`~crypto.atrest.FileKek`).
+    """
 
     def wrap(self, data_key: bytes) -> bytes:
         """RFC 3394 wrap of a 32-byte data key, computed by the token."""
@@ -400,18 +405,8 @@ class Pkcs11Kek:
         return f"Pkcs11Kek(key_id={self._key_id!r})"
 
 
-class Pkcs11HmacKey:
+class Pkcs11HmacKey(_TokenKey):
     """A :class:`crypto.keystore.MacKey` computing HMAC-SHA256 inside the token."""
-
-    def __init__(self, token: Pkcs11Token, key: Any, label: str) -> None:
-        self._token = token
-        self._key = key
-        self._label = label
-        self._key_id = _key_id(token, key, label)
-
-    @property
-    def key_id(self) -> str:
-        return self._key_id
 
     def tag(self, data: bytes) -> bytes:
         message = bytes(data)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import cv2
 
 from crypto.devcerts import load_ca, sign_gate_csr
 from gate.document import check_digit
-from veilmatch.localrun import LocalStack, StackError
+from veilmatch.localrun import LocalStack, StackError, terminate
 
 __all__ = ["AgentProcess", "run_together", "td3_mrz"]
 
@@ -207,15 +206,9 @@ class AgentProcess:
         process = self.process
         if process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=AGENT_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        code = terminate(process, AGENT_STOP_TIMEOUT_S)
         self.process = None
-        return int(process.returncode)
+        return code
 
 
 def _json(line: str) -> dict[str, Any] | None:

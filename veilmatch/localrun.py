@@ -310,16 +310,10 @@ class LocalStack:
         process = self.process
         if process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=SERVICE_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _kill_group(process)
-                process.wait()
+        code = terminate(process, SERVICE_STOP_TIMEOUT_S)
         self.process = None
         _reap_group(process)
-        return int(process.returncode)
+        return code
 
     def kill(self) -> None:
         """SIGKILL the service and its worker processes (a crash, for fault tests)."""
@@ -349,12 +343,25 @@ class LocalStack:
             self.stop()
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def terminate(process: subprocess.Popen[Any], timeout_s: float) -> int:
+    """SIGTERM a child started in its own process group, SIGKILL the group if it has not
+    exited after ``timeout_s`` seconds; its exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.wait()
+    return int(process.returncode)
+
+
+def _kill_group(process: subprocess.Popen[Any]) -> None:
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _reap_group(process: subprocess.Popen[bytes]) -> None:
+def _reap_group(process: subprocess.Popen[Any]) -> None:
     """Kill leftover members of the child's process group (HE workers) after it exited."""
     try:
         os.killpg(process.pid, 0)
